@@ -1,0 +1,151 @@
+"""`streamproc demo`: the whole pipeline on embedded parts, live or as a self-checking run.
+
+``--until-done`` feeds a fixed set of events (generated or a recorded log), waits until every one is
+flushed, stops the worker, reconciles the sink against the SQL oracle and prints one JSON line.
+Without it, the generator feeds the worker at a steady rate and a live top-10 refreshes each second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .deadletter import original_value
+from .logfile import read_log, write_log
+from .produce import publish
+from .settings import Settings
+from .stack import Stack, event_partitions, read_topic, wait_flushed
+from .topics import DEADLETTER
+
+
+def run_until_done(settings: Settings, *, events: int = 100_000, seed: int = 1, log: str | None = None,
+                   keep: bool = False) -> dict[str, Any]:
+    """Feed, flush, reconcile; returns the summary (``oracle_match`` is the verdict)."""
+    from .generate import build_streamers, generate, streamers_to_jsonl
+
+    run_dir = Path(settings.data_dir) / "demo"
+    if run_dir.exists() and not keep:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings.replace(data_dir=str(run_dir))
+    if log is None:
+        log = str(run_dir / "events.jsonl.zst")
+        events = write_log(log, generate(events, seed=seed, start_ms=int(time.time() * 1000) - 60_000))
+        streamers_to_jsonl(build_streamers(500, seed), run_dir / "streamers.jsonl")
+    else:
+        events = sum(1 for _ in read_log(log))
+
+    with Stack(settings, run_dir / "logs") as stack:
+        worker = stack.worker().start()
+        try:
+            worker.wait_assigned(event_partitions())
+            started = time.monotonic()
+            sent = asyncio.run(publish(read_log(log), stack.settings))
+            done_at = wait_flushed([worker], sent.last_offsets, timeout_s=max(120, events / 500))
+            elapsed = done_at - started
+            dead = asyncio.run(read_topic(stack.settings, DEADLETTER))
+        finally:
+            worker.stop()
+    summary = reconcile(settings, log, dead_letters=dead)
+    summary.update(events=events, events_per_s=round(events / elapsed, 1), seconds=round(elapsed, 2))
+    return summary
+
+
+def reconcile(settings: Settings, log: str, dead_letters: list[Any] | None = None) -> dict[str, Any]:
+    """Compare the sink with the oracle computed from ``log``; the sink must not be open elsewhere."""
+    from .oracle import RuleSet, actual_tallies, compare, expected_deadletters, expected_tallies, format_mismatches
+    from .sink import open_sink
+
+    sink = open_sink(settings)
+    try:
+        rules = RuleSet(window_ms=settings.window_ms, lateness_ms=settings.lateness_ms,
+                        max_future_ms=settings.max_future_ms, max_bytes=settings.max_message_bytes)
+        expected = expected_tallies(sink.rows, os.path.abspath(log), rules)
+        actual = actual_tallies(sink.rows, settings.clickhouse_database)
+        mismatches = compare(expected, actual)
+        summary: dict[str, Any] = {"windows": len(expected), "oracle_match": not mismatches,
+                                   "mismatches": len(mismatches)}
+        if mismatches:
+            print(format_mismatches(mismatches), file=sys.stderr)
+        if dead_letters is not None:
+            want = expected_deadletters(sink.rows, os.path.abspath(log), rules)
+            got: Counter = Counter()
+            for m in dead_letters:
+                rec = orjson.loads(m.value)
+                got[(rec["topic"], original_value(rec), rec["reason"])] += 1
+            summary["dead_letter"] = sum(got.values())
+            summary["dead_letter_expected"] = sum(want.values())
+            summary["dead_letter_match"] = got == want
+            summary["dead_letter_reasons"] = dict(Counter(r for (_, _, r), n in got.items() for _ in range(n)))
+            if got != want:
+                summary["oracle_match"] = False
+        return summary
+    finally:
+        sink.close()
+
+
+def run_live(settings: Settings, *, rate: float = 2000, seed: int = 1) -> None:
+    """Generator -> broker -> worker -> chDB, with a live top-10 in the terminal until Ctrl-C."""
+    from .generate import generate
+
+    with Stack(settings, Path(settings.data_dir) / "logs") as stack:
+        worker = stack.worker().start()
+        try:
+            worker.wait_assigned(event_partitions())
+            records = generate(10**9, seed=seed, start_ms=int(time.time() * 1000))
+            feeder = _Feeder(stack.settings, records, rate)
+            feeder.start()
+            while True:
+                _show(worker.url, rate)
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            worker.stop()
+
+
+class _Feeder:
+    """Publishes paced events in a background thread; the event log grows with real time."""
+
+    def __init__(self, settings: Settings, records: Any, rate: float) -> None:
+        import threading
+
+        self.thread = threading.Thread(target=lambda: asyncio.run(publish(records, settings, rate=rate)), daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+
+def _show(url: str, rate: float) -> None:
+    boards = {}
+    for metric in ("gmv", "views", "likes"):
+        try:
+            with urllib.request.urlopen(f"{url}/api/top?metric={metric}&seconds=300&limit=10", timeout=2) as r:
+                boards[metric] = json.loads(r.read())
+        except OSError:
+            boards[metric] = []
+    out = ["\x1b[2J\x1b[H", f"streamproc live — last 5 min of event time — feeding {rate:.0f} events/s — Ctrl-C to stop\n"]
+    out.append(f"{'#':>2}  {'GMV (yuan)':<34} {'views':<28} {'likes':<28}")
+    for i in range(10):
+        cells = []
+        for metric in ("gmv", "views", "likes"):
+            rows = boards[metric]
+            if i < len(rows):
+                r = rows[i]
+                value = f"{r['score'] / 100:,.2f}" if metric == "gmv" else f"{r['score']:,}"
+                cells.append(f"{(r['name'] or r['streamer_id'])[:14]:<14} {value:>12}")
+            else:
+                cells.append("")
+        out.append(f"{i + 1:>2}  {cells[0]:<34} {cells[1]:<28} {cells[2]:<28}")
+    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,194 @@
+"""Decode and validate one Kafka message into an event, or say exactly why not.
+
+The rules live here once, as data (``FIELDS``); ``schemas/events/*.json`` states the same contract as
+JSON Schema for producers, and ``oracle.py`` restates it in SQL so that the two can check each other.
+Checks run in a fixed order and the first failure is the reason, so every implementation agrees on
+the reason code of any message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Union
+
+import orjson
+
+SCHEMA_VERSION = 1
+TS_MIN = 946_684_800_000  # 2000-01-01
+TS_MAX = 4_102_444_800_000  # 2100-01-01
+ID_MAX_LEN = 64
+COUNT_MAX = 10_000
+QUANTITY_MAX = 10_000
+AMOUNT_MAX_FEN = 10_000_000_000  # 1e8 yuan in one order is not a farm sale
+
+TOPIC_OF_TYPE = {"view": "live.views", "like": "live.likes", "order": "live.orders"}
+
+# Reason codes, in the order the checks run.
+REASONS = (
+    "oversized",
+    "invalid_utf8",
+    "malformed_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "unknown_type",
+    "wrong_topic",
+    "unsupported_version",
+    "bad_value",
+    "negative_amount",
+    "absurd_amount",
+    "key_mismatch",
+    "future",
+    "late",
+)
+
+# (field, kind, lo, hi): kind "id" is a string of 1..64 chars, "int" an integer in [lo, hi],
+# "enum" a string in lo (a tuple). Order matters: the first failing field names the reason.
+_COMMON = (
+    ("schema_version", "int", SCHEMA_VERSION, SCHEMA_VERSION),
+    ("event_id", "id", None, None),
+    ("ts", "int", TS_MIN, TS_MAX),
+    ("streamer_id", "id", None, None),
+    ("session_id", "id", None, None),
+    ("viewer_id", "id", None, None),
+)
+FIELDS = {
+    "view": _COMMON + (("action", "enum", ("enter", "leave"), None),),
+    "like": _COMMON + (("count", "int", 1, COUNT_MAX),),
+    "order": _COMMON
+    + (
+        ("order_id", "id", None, None),
+        ("product_id", "id", None, None),
+        ("category", "id", None, None),
+        ("quantity", "int", 1, QUANTITY_MAX),
+        ("amount_fen", "money", 0, AMOUNT_MAX_FEN),
+        ("status", "enum", ("paid", "refunded"), None),
+    ),
+}
+
+
+class View(NamedTuple):
+    ts: int
+    streamer_id: str
+    viewer_id: str
+    enter: bool
+
+
+class Like(NamedTuple):
+    ts: int
+    streamer_id: str
+    count: int
+
+
+class Order(NamedTuple):
+    ts: int
+    streamer_id: str
+    order_id: str
+    paid: bool
+    quantity: int
+    amount_fen: int
+    category: str
+    product_id: str
+    session_id: str
+    viewer_id: str
+
+
+Event = Union[View, Like, Order]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    detail: str
+
+
+def decode(
+    value: bytes | None,
+    topic: str,
+    key: bytes | None,
+    record_ts: int | None,
+    *,
+    max_bytes: int,
+    max_future_ms: int,
+) -> Event | Rejection:
+    """Turn raw message bytes into a typed event; never raises on any input.
+
+    ``topic`` is the logical topic name (without prefix). ``record_ts`` is the Kafka record timestamp:
+    "too far in the future" is judged against it rather than the wall clock, so a replayed log gets the
+    same verdict as the live run.
+    """
+    if value is None:
+        return Rejection("malformed_json", "empty message")
+    if len(value) > max_bytes:
+        return Rejection("oversized", f"{len(value)} bytes > {max_bytes}")
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return Rejection("invalid_utf8", "value is not UTF-8")
+        return Rejection("malformed_json", str(exc)[:200])
+    if type(obj) is not dict:
+        return Rejection("not_object", f"top level is {type(obj).__name__}")
+    kind = obj.get("type")
+    if kind is None:
+        return Rejection("missing_field", "type")
+    if type(kind) is not str:
+        return Rejection("wrong_type", "type")
+    spec = FIELDS.get(kind)
+    if spec is None:
+        return Rejection("unknown_type", kind[:64])
+    if TOPIC_OF_TYPE[kind] != topic:
+        return Rejection("wrong_topic", f"{kind} on {topic}")
+    for name, check, lo, hi in spec:
+        v = obj.get(name)
+        if v is None:
+            return Rejection("missing_field", name)
+        if check == "id":
+            if type(v) is not str:
+                return Rejection("wrong_type", name)
+            if not 0 < len(v) <= ID_MAX_LEN:
+                return Rejection("bad_value", name)
+        elif check == "enum":
+            if type(v) is not str:
+                return Rejection("wrong_type", name)
+            if v not in lo:
+                return Rejection("bad_value", name)
+        else:  # int / money
+            if type(v) is not int:
+                return Rejection("wrong_type", name)
+            if v < lo:
+                if check == "money":
+                    return Rejection("negative_amount", f"{name}={v}")
+                if name == "schema_version":
+                    return Rejection("unsupported_version", str(v))
+                return Rejection("bad_value", name)
+            if v > hi:
+                if check == "money":
+                    return Rejection("absurd_amount", f"{name}={v}")
+                if name == "schema_version":
+                    return Rejection("unsupported_version", str(v))
+                return Rejection("bad_value", name)
+    streamer = obj["streamer_id"]
+    if key is not None and key != streamer.encode():
+        return Rejection("key_mismatch", "key differs from streamer_id")
+    ts = obj["ts"]
+    if record_ts is not None and record_ts > 0 and ts > record_ts + max_future_ms:
+        return Rejection("future", f"ts {ts} is {ts - record_ts} ms after its record")
+    if kind == "view":
+        return View(ts, streamer, obj["viewer_id"], obj["action"] == "enter")
+    if kind == "like":
+        return Like(ts, streamer, obj["count"])
+    return Order(
+        ts,
+        streamer,
+        obj["order_id"],
+        obj["status"] == "paid",
+        obj["quantity"],
+        obj["amount_fen"],
+        obj["category"],
+        obj["product_id"],
+        obj["session_id"],
+        obj["viewer_id"],
+    )

@@ -1,0 +1,129 @@
+"""The processing core, free of any Kafka client: messages in, window state and dead letters out.
+
+The Faust worker (``worker.py``) feeds it; tests and benchmarks can drive it directly. Keeping it apart
+from the transport is what lets the same rules run at the Python limit in a benchmark and inside Faust.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable
+
+from . import metrics
+from .deadletter import make_record
+from .events import Rejection, decode
+from .settings import Settings
+from .sink import Sink
+from .state import PartitionState, Rules, Snapshot
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]  # (logical topic, partition)
+
+
+@dataclass
+class FlushResult:
+    snapshots: list[Snapshot]
+    rows: int
+
+
+class Processor:
+    """Owns the per-partition states of one worker and the pending dead letters."""
+
+    def __init__(self, settings: Settings, sink: Sink) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.rules = Rules(settings.window_ms, settings.lateness_ms, settings.order_dedupe_horizon_ms,
+                           settings.idle_close_ms)
+        self.states: dict[TP, PartitionState] = {}
+        self.dead: list[tuple[bytes, bytes]] = []
+        self.counts = {"consumed": 0, "accepted": 0, "rejected": 0, "stale": 0}
+
+    # -- ownership ------------------------------------------------------------------------------
+
+    def assign(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """Restore each partition from the sink; returns the offset to resume from (checkpoint + 1)."""
+        resume = {}
+        for topic, part in tps:
+            r = self.sink.restore(topic, part, self.rules.window_ms, self.rules.lateness_ms,
+                                  self.rules.order_dedupe_horizon_ms)
+            st = PartitionState(topic, part, self.rules, self.sink.load_window)
+            st.restore(r.offset, r.windows, r.streamers, r.orders)
+            self.states[(topic, part)] = st
+            resume[(topic, part)] = r.offset + 1
+            log.info("restored %s/%d at offset %d: %d open windows, %d streamers, %d order ids",
+                     topic, part, r.offset, len(r.windows), len(r.streamers), len(r.orders))
+        return resume
+
+    def revoke(self, tps: Iterable[TP]) -> None:
+        for tp in tps:
+            self.states.pop(tp, None)
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+               record_ts: int | None) -> None:
+        """Apply one message. Never raises on bad input: bad input becomes a dead letter."""
+        st = self.states.get((topic, partition))
+        if st is None or offset <= st.offset:
+            # not ours (revoked meanwhile) or already applied (redelivery after a seek)
+            self.counts["stale"] += 1
+            return
+        self.counts["consumed"] += 1
+        metrics.EVENTS.labels(topic).inc()
+        s = self.settings
+        event = decode(value, topic, key, record_ts, max_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms)
+        if type(event) is Rejection:
+            st.skip(offset)
+            self._dead_letter(topic, partition, offset, key, value, record_ts, event)
+            return
+        if not st.apply(offset, event):
+            metrics.LATE.inc()
+            self._dead_letter(topic, partition, offset, key, value, record_ts,
+                              Rejection("late", f"more than {s.lateness_ms} ms behind the streamer's watermark"))
+            return
+        self.counts["accepted"] += 1
+        metrics.ACCEPTED.labels(type(event).__name__.lower()).inc()
+
+    def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                     record_ts: int | None, rejection: Rejection) -> None:
+        self.counts["rejected"] += 1
+        metrics.REJECTED.labels(rejection.reason).inc()
+        self.dead.append(make_record(topic, partition, offset, key, value, record_ts, rejection))
+
+    def take_dead_letters(self) -> list[tuple[bytes, bytes]]:
+        dead, self.dead = self.dead, []
+        return dead
+
+    # -- flushing -------------------------------------------------------------------------------
+
+    def snapshot(self) -> list[Snapshot]:
+        return [snap for st in self.states.values() if (snap := st.snapshot()) is not None]
+
+    def flush_failed(self, snaps: list[Snapshot]) -> None:
+        for snap in snaps:
+            st = self.states.get((snap.topic, snap.partition))
+            if st is not None:
+                st.flush_failed(snap)
+
+    def flush_done(self, snaps: list[Snapshot]) -> None:
+        for snap in snaps:
+            st = self.states.get((snap.topic, snap.partition))
+            if st is not None:
+                st.flush_done(snap)
+        metrics.OPEN_WINDOWS.set(sum(len(st.windows) for st in self.states.values()))
+
+    @property
+    def buffered_rows(self) -> int:
+        return sum(st.buffered_rows for st in self.states.values())
+
+    def status(self) -> dict:
+        return {
+            "partitions": {
+                f"{t}/{p}": {"offset": st.offset, "flushed_offset": st.flushed_offset, "open_windows": len(st.windows)}
+                for (t, p), st in sorted(self.states.items())
+            },
+            "counts": dict(self.counts),
+            "buffered_rows": self.buffered_rows,
+        }

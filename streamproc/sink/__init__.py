@@ -1,0 +1,21 @@
+"""Sinks: one interface (``base.Sink``), an embedded chDB and a ClickHouse server implementation."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import PartitionRestore, Sink
+
+
+def open_sink(settings: Settings) -> Sink:
+    """A ClickHouse server when STREAMPROC_CLICKHOUSE_URL is set, else embedded chDB under DATA_DIR."""
+    if settings.clickhouse_url:
+        from .clickhouse import ClickHouseSink
+
+        return ClickHouseSink(settings.clickhouse_url, settings.clickhouse_database, settings.clickhouse_user,
+                              settings.clickhouse_password)
+    from .chdb import ChdbSink
+
+    return ChdbSink(settings.chdb_path, settings.clickhouse_database)
+
+
+__all__ = ["Sink", "PartitionRestore", "open_sink"]

@@ -1,0 +1,169 @@
+"""Run the real parts side by side: broker, topics, worker processes; used by the demo and the tests.
+
+Workers run as separate processes (as in production) so that they can be killed with SIGKILL, and so
+that chDB's single-writer lock on the data path belongs to one worker at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from .broker import EmbeddedBroker
+from .kafka import client_kwargs
+from .settings import Settings
+from .topics import EVENT_TOPICS, create_topics, load_specs
+
+log = logging.getLogger(__name__)
+
+
+class WorkerProcess:
+    """One `streamproc worker` child process with its own web port."""
+
+    def __init__(self, settings: Settings, log_path: str | Path | None = None) -> None:
+        self.settings = settings
+        self.log_path = Path(log_path) if log_path else None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "WorkerProcess":
+        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamproc", "worker"], env=env, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.web_host}:{self.settings.web_port}"
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(self.url + "/status", timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_assigned(self, n_partitions: int | None = None, timeout_s: float = 90) -> dict[str, Any]:
+        """Wait until the worker owns partitions (``n_partitions`` of them if given)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"worker exited with {self.proc.returncode if self.proc else None}")
+            st = self.status()
+            if st and st["partitions"] and (n_partitions is None or len(st["partitions"]) >= n_partitions):
+                return st
+            time.sleep(0.2)
+        raise TimeoutError("worker got no partitions in time")
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye, as a crashed machine."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout_s: float = 30) -> int | None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("worker did not stop in %ss; killing it", timeout_s)
+                self.kill()
+        return self.proc.returncode if self.proc else None
+
+
+def wait_flushed(workers: list[WorkerProcess], last_offsets: dict[tuple[str, int], int], timeout_s: float = 120) -> float:
+    """Wait until the live workers together have flushed up to every produced offset; returns when."""
+    deadline = time.monotonic() + timeout_s
+    want = {f"{t}/{p}": o for (t, p), o in last_offsets.items()}
+    while time.monotonic() < deadline:
+        done: dict[str, int] = {}
+        for w in workers:
+            st = w.status() if w.alive() else None
+            for tp, info in (st or {}).get("partitions", {}).items():
+                done[tp] = max(done.get(tp, -1), info["flushed_offset"])
+        if all(done.get(tp, -1) >= o for tp, o in want.items()):
+            return time.monotonic()
+        time.sleep(0.1)
+    raise TimeoutError(f"not flushed in {timeout_s}s: want {want}")
+
+
+def event_partitions() -> int:
+    return sum(s.partitions for s in load_specs() if s.name in EVENT_TOPICS)
+
+
+async def read_topic(settings: Settings, topic: str, timeout_s: float = 30) -> list[Any]:
+    """Every record of a topic, from the beginning to the high watermark the fetches report."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        name = settings.topic(topic)
+        parts = consumer.partitions_for_topic(name) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()  # a fresh client may not know the topic yet
+            parts = consumer.partitions_for_topic(name) or set()
+        tps = [TopicPartition(name, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        quiet = 0
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                out.extend(msgs)
+            caught_up = True
+            for tp in tps:
+                hw = consumer.highwater(tp)
+                caught_up = caught_up and hw is not None and await consumer.position(tp) >= hw
+            quiet = quiet + 1 if not batch else 0
+            if caught_up or quiet >= 4:  # an empty partition reports no high watermark until it has data
+                break
+        return out
+    finally:
+        await consumer.stop()
+
+
+class Stack:
+    """Broker (embedded unless STREAMPROC_KAFKA_BOOTSTRAP is set) with the topics created."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.broker: EmbeddedBroker | None = None
+        if not settings.kafka_bootstrap:
+            self.broker = EmbeddedBroker(settings.embedded_broker_port, log_dir / "broker.log")
+            settings = settings.replace(kafka_bootstrap=self.broker.bootstrap)
+        self.settings = settings
+
+    def __enter__(self) -> "Stack":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.broker:
+            self.broker.start()
+        try:
+            asyncio.run(create_topics(self.settings))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.broker:
+            self.broker.stop()
+
+    def worker(self, index: int = 0, **overrides: Any) -> WorkerProcess:
+        settings = self.settings.replace(**overrides) if overrides else self.settings
+        return WorkerProcess(settings, self.log_dir / f"worker-{index}.log")
