@@ -84,6 +84,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clickhouse_server(args: argparse.Namespace) -> int:
+    from .sink.http_server import serve
+
+    settings = _settings(args)
+    serve(settings.chdb_path, host=args.host, port=args.port, user=settings.clickhouse_user,
+          password=settings.clickhouse_password)
+    return 0
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from .demo import reconcile
 
@@ -128,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="write a recorded log (.jsonl, .jsonl.gz, .jsonl.zst) instead of publishing")
     g.add_argument("--streamers-out", help="also write the streamers dimension as JSON lines")
     g.add_argument("--rate", type=float, default=None, help="events/s when publishing to Kafka (default: as fast as it takes)")
+
+    c = add("clickhouse-server", cmd_clickhouse_server,
+            "serve the embedded chDB store over ClickHouse's HTTP interface (several workers, dashboards)")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8123)
 
     r = add("reconcile", cmd_reconcile, "compare the sink with the oracle over a recorded log")
     r.add_argument("--log", required=True)

@@ -138,22 +138,66 @@ async def read_topic(settings: Settings, topic: str, timeout_s: float = 30) -> l
         await consumer.stop()
 
 
+class ClickHouseServerProcess:
+    """`streamproc clickhouse-server`: one process owns chDB, every worker writes through HTTP."""
+
+    def __init__(self, settings: Settings, port: int, log_path: Path) -> None:
+        self.settings, self.port, self.log_path = settings, port, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30) -> "ClickHouseServerProcess":
+        env = {**os.environ, **self.settings.to_env()}
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamproc", "clickhouse-server", "--port", str(self.port)],
+                                     env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/ping", timeout=1):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("embedded ClickHouse server exited") from None
+                time.sleep(0.1)
+        raise TimeoutError("embedded ClickHouse server did not answer")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 class Stack:
     """Broker (embedded unless STREAMPROC_KAFKA_BOOTSTRAP is set) with the topics created."""
 
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, log_dir: Path, *, shared_sink_port: int | None = None) -> None:
+        """``shared_sink_port``: serve chDB over HTTP there, so that several workers can share it."""
         self.log_dir = log_dir
         self.broker: EmbeddedBroker | None = None
+        self.clickhouse: ClickHouseServerProcess | None = None
         if not settings.kafka_bootstrap:
             self.broker = EmbeddedBroker(settings.embedded_broker_port, log_dir / "broker.log")
             settings = settings.replace(kafka_bootstrap=self.broker.bootstrap)
+        if shared_sink_port and not settings.clickhouse_url:
+            self.clickhouse = ClickHouseServerProcess(settings, shared_sink_port, log_dir / "clickhouse.log")
+            settings = settings.replace(clickhouse_url=self.clickhouse.url)
         self.settings = settings
 
     def __enter__(self) -> "Stack":
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        if self.broker:
-            self.broker.start()
         try:
+            if self.broker:
+                self.broker.start()
+            if self.clickhouse:
+                self.clickhouse.start()
             asyncio.run(create_topics(self.settings))
         except BaseException:
             self.__exit__()
@@ -161,6 +205,8 @@ class Stack:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.clickhouse:
+            self.clickhouse.stop()
         if self.broker:
             self.broker.stop()
 
