@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Callable
 
 from .settings import Settings
 

@@ -16,9 +16,8 @@ from typing import Any
 
 import faust
 from faust.types import TP as FaustTP
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import metrics, queries
+from . import metrics, web
 from .kafka import faust_broker_url
 from .processor import Processor
 from .settings import Settings
@@ -72,7 +71,7 @@ class Worker:
         app.timer(s.flush_interval_s, name="streamproc.flush")(self._flush_tick)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
-        self._add_pages(app)
+        web.register(app, self)
         return app
 
     def _add_agent(self, app: faust.App, name: str) -> None:
@@ -93,27 +92,6 @@ class Worker:
 
         consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_')}"
         app.agent(topic, name=f"streamproc.{name}")(consume)
-
-    def _add_pages(self, app: faust.App) -> None:
-        worker = self
-
-        @app.page("/status")
-        async def status(self: Any, request: Any) -> Any:
-            return self.json(worker.processor.status())
-
-        @app.page("/api/top")
-        async def top(self: Any, request: Any) -> Any:
-            q = request.query
-            try:
-                rows = await asyncio.to_thread(
-                    queries.top, worker.sink, q.get("metric", "gmv"), int(q.get("seconds", 300)), int(q.get("limit", 10)))
-            except ValueError as exc:
-                return self.json({"error": str(exc)}, status=400)
-            return self.json(rows)
-
-        @app.page("/metrics")
-        async def prometheus(self: Any, request: Any) -> Any:
-            return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     # -- dead letters ---------------------------------------------------------------------------
 
@@ -182,7 +160,10 @@ class Worker:
         new = [tp for tp in self._ours(assigned) if tp not in self.processor.states]
         if not new:
             return
-        resume = await asyncio.to_thread(self.processor.assign, new)
+        # Restore synchronously, on purpose: Faust's recovery runs concurrently with this signal and
+        # resumes fetching when it ends; if we awaited here, messages could arrive for a partition whose
+        # state is not restored yet. Blocking the loop for the restore closes that window.
+        resume = self.processor.assign(new)
         # Faust seeks to the committed offsets once recovery ends: make those our checkpoints + 1.
         await self._commit(resume)
 

@@ -16,7 +16,6 @@ import re
 import threading
 import zlib
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
