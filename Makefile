@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo demo-check test clean
+.PHONY: install system-deps demo demo-check test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian packages the tests need (scripts/debian-packages.txt), installed when run as root.
+system-deps:
+	scripts/system-deps.sh
+
 # Live: embedded broker + worker + chDB, generator feeding it, top-10 refreshing until Ctrl-C.
 demo: install
 	$(PY) -m streamproc demo
@@ -22,7 +26,7 @@ demo: install
 demo-check: install
 	$(PY) -m streamproc demo --events 100000 --until-done
 
-test: install
+test: install system-deps
 	$(PY) -m pytest -q
 
 clean:
