@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import orjson
 
+from .sink.chdb import bind
+
 Query = Callable[[str, "dict[str, Any] | None"], "list[tuple]"]
 """Runs one SQL statement with ``{name:Type}`` bound parameters and returns its rows as tuples.
 
@@ -179,7 +181,7 @@ def chdb_query(conn: Any) -> Query:
     """
 
     def run(sql: str, params: dict | None = None) -> list[tuple]:
-        bound = {k: _escape_param(v) if isinstance(v, str) else v for k, v in (params or {}).items()}
+        bound = bind(params) or {}
         try:
             res = conn.query(sql, "JSONCompact", params=bound)
         except Exception:
@@ -195,13 +197,6 @@ def chdb_query(conn: Any) -> Query:
         return [tuple(row) for row in doc.get("data", ())]
 
     return run
-
-
-def _escape_param(value: str) -> str:
-    """ClickHouse reads a bound parameter's text in TSV escaping, as the HTTP interface's ``param_x``:
-    a backslash starts an escape and a raw tab or newline is an error. chDB passes the text through as
-    is, so it is escaped here (a client library such as clickhouse-connect does this on its own)."""
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 _COMPRESSION_OF_SUFFIX = {".gz": "gzip", ".zst": "zstd"}
