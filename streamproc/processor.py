@@ -7,12 +7,11 @@ from the transport is what lets the same rules run at the Python limit in a benc
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from . import metrics
 from .deadletter import make_record
-from .events import Rejection, decode
+from .events import TOPIC_OF_TYPE, Rejection, decode
 from .settings import Settings
 from .sink import Sink
 from .state import PartitionState, Rules, Snapshot
@@ -20,12 +19,7 @@ from .state import PartitionState, Rules, Snapshot
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]  # (logical topic, partition)
-
-
-@dataclass
-class FlushResult:
-    snapshots: list[Snapshot]
-    rows: int
+TYPE_OF_TOPIC = {topic: kind for kind, topic in TOPIC_OF_TYPE.items()}
 
 
 class Processor:
@@ -62,29 +56,43 @@ class Processor:
 
     # -- messages -------------------------------------------------------------------------------
 
-    def handle(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-               record_ts: int | None) -> None:
-        """Apply one message. Never raises on bad input: bad input becomes a dead letter."""
+    def handle_batch(self, topic: str, partition: int, records: Sequence[Any]) -> None:
+        """Apply consecutive records of one partition (aiokafka records: offset, key, value, timestamp ms).
+
+        Never raises on bad input: bad input becomes a dead letter. The loop is the hot path, so names
+        are bound locally and metrics are counted once per batch.
+        """
         st = self.states.get((topic, partition))
-        if st is None or offset <= st.offset:
-            # not ours (revoked meanwhile) or already applied (redelivery after a seek)
-            self.counts["stale"] += 1
+        if st is None:  # not ours (revoked meanwhile): the new owner reads it again
+            self.counts["stale"] += len(records)
             return
-        self.counts["consumed"] += 1
-        metrics.EVENTS.labels(topic).inc()
         s = self.settings
-        event = decode(value, topic, key, record_ts, max_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms)
-        if type(event) is Rejection:
-            st.skip(offset)
-            self._dead_letter(topic, partition, offset, key, value, record_ts, event)
-            return
-        if not st.apply(offset, event):
-            metrics.LATE.inc()
-            self._dead_letter(topic, partition, offset, key, value, record_ts,
-                              Rejection("late", f"more than {s.lateness_ms} ms behind the streamer's watermark"))
-            return
-        self.counts["accepted"] += 1
-        metrics.ACCEPTED.labels(type(event).__name__.lower()).inc()
+        max_bytes, max_future = s.max_message_bytes, s.max_future_ms
+        apply, skip = st.apply, st.skip
+        last = st.offset
+        accepted = rejected = 0
+        for rec in records:
+            offset = rec.offset
+            if offset <= last:  # already applied (redelivery after a seek)
+                continue
+            last = offset
+            event = decode(rec.value, topic, rec.key, rec.timestamp, max_bytes=max_bytes, max_future_ms=max_future)
+            if type(event) is Rejection:
+                skip(offset)
+                self._dead_letter(topic, partition, offset, rec.key, rec.value, rec.timestamp, event)
+                rejected += 1
+            elif apply(offset, event):
+                accepted += 1
+            else:
+                metrics.LATE.inc()
+                self._dead_letter(topic, partition, offset, rec.key, rec.value, rec.timestamp,
+                                  Rejection("late", f"more than {s.lateness_ms} ms behind the streamer's watermark"))
+                rejected += 1
+        n = accepted + rejected
+        self.counts["consumed"] += n
+        self.counts["accepted"] += accepted
+        metrics.EVENTS.labels(topic).inc(n)
+        metrics.ACCEPTED.labels(TYPE_OF_TOPIC[topic]).inc(accepted)
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      record_ts: int | None, rejection: Rejection) -> None:

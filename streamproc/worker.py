@@ -18,6 +18,7 @@ import faust
 from faust.types import TP as FaustTP
 
 from . import metrics, web
+from .fetch import Batch, BatchTransport, Deliver
 from .kafka import faust_broker_url
 from .processor import Processor
 from .settings import Settings
@@ -25,6 +26,20 @@ from .sink import Sink, open_sink
 from .topics import DEADLETTER, EVENT_TOPICS
 
 log = logging.getLogger(__name__)
+
+
+class App(faust.App):
+    """Faust, with a consumer that hands agents whole batches (fetch.BatchConsumer)."""
+
+    deliver: Deliver | None = None  # where the consumer sends each batch; set by the Worker
+
+    def _new_transport(self) -> BatchTransport:
+        return BatchTransport(self.conf.broker_consumer, self)
+
+    def _new_consumer(self) -> Any:
+        consumer = super()._new_consumer()
+        consumer.deliver = self.deliver
+        return consumer
 
 
 class Worker:
@@ -47,7 +62,7 @@ class Worker:
 
     def _build_app(self) -> faust.App:
         s = self.settings
-        app = faust.App(
+        app = App(
             s.group_id,
             broker=faust_broker_url(s),
             value_serializer="raw",
@@ -64,7 +79,9 @@ class Worker:
             topic_disable_leader=True,
             producer_linger_ms=5,
         )
+        app.deliver = self._deliver
         self.logical = {s.topic(name): name for name in EVENT_TOPICS}
+        self.channels: dict[str, Any] = {}
         self.dlq = app.topic(s.topic(DEADLETTER), key_type=bytes, value_type=bytes, acks=False)
         for name in EVENT_TOPICS:
             self._add_agent(app, name)
@@ -75,23 +92,26 @@ class Worker:
         return app
 
     def _add_agent(self, app: faust.App, name: str) -> None:
-        topic = app.topic(self.settings.topic(name), acks=False)
-        handle = self.processor.handle
+        """One agent per event topic; it receives whole fetched batches (see fetch.py)."""
+        app.topics.add(app.topic(self.settings.topic(name), acks=False))  # subscribe the consumer
+        channel = app.channel(maxsize=4)  # a few batches in flight: the fetcher waits on a slow agent
+        self.channels[self.settings.topic(name)] = channel
+        handle = self.processor.handle_batch
         limit = self.settings.max_buffered_rows
 
         async def consume(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                msg = event.message
-                ts = msg.timestamp
-                handle(name, msg.partition, msg.offset, msg.key, msg.value,
-                       int(round(ts * 1000)) if ts else None)
+            async for batch in stream:
+                handle(name, batch.tp.partition, batch.records)
                 if self.processor.dead:
                     await self._send_dead_letters()
                 if self.processor.buffered_rows >= limit:
                     await self._wait_for_sink(limit)
 
         consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_')}"
-        app.agent(topic, name=f"streamproc.{name}")(consume)
+        app.agent(channel, name=f"streamproc.{name}")(consume)
+
+    async def _deliver(self, batch: Batch) -> None:
+        await self.channels[batch.tp.topic].put(batch)
 
     # -- dead letters ---------------------------------------------------------------------------
 
