@@ -9,7 +9,9 @@ the reason code of any message.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Union
+from typing import Annotated, Literal, Union
+
+import msgspec
 
 import orjson
 
@@ -67,33 +69,42 @@ FIELDS = {
 }
 
 
-class View(NamedTuple):
-    ts: int
-    streamer_id: str
-    viewer_id: str
-    enter: bool
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_LEN)]
+Ts = Annotated[int, msgspec.Meta(ge=TS_MIN, le=TS_MAX)]
 
 
-class Like(NamedTuple):
-    ts: int
-    streamer_id: str
-    count: int
+class _Event(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True, tag_field="type"):
+    schema_version: Literal[1]
+    event_id: Id
+    ts: Ts
+    streamer_id: Id
+    session_id: Id
+    viewer_id: Id
 
 
-class Order(NamedTuple):
-    ts: int
-    streamer_id: str
-    order_id: str
-    paid: bool
-    quantity: int
-    amount_fen: int
-    category: str
-    product_id: str
-    session_id: str
-    viewer_id: str
+class View(_Event, tag="view"):
+    action: Literal["enter", "leave"]
+
+
+class Like(_Event, tag="like"):
+    count: Annotated[int, msgspec.Meta(ge=1, le=COUNT_MAX)]
+
+
+class Order(_Event, tag="order"):
+    order_id: Id
+    product_id: Id
+    category: Id
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=QUANTITY_MAX)]
+    amount_fen: Annotated[int, msgspec.Meta(ge=0, le=AMOUNT_MAX_FEN)]
+    status: Literal["paid", "refunded"]
 
 
 Event = Union[View, Like, Order]
+_TYPES = {"view": View, "like": Like, "order": Order}
+# Fast path: typed decoding with validation in C. It accepts a subset of what the rules below accept
+# (no unknown fields, so nothing it skips can hide bytes orjson would refuse); anything it refuses is
+# judged again by the reference checks, which name the reason. Same verdicts, one path much cheaper.
+_FAST = msgspec.json.Decoder(Event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,29 @@ def decode(
         return Rejection("malformed_json", "empty message")
     if len(value) > max_bytes:
         return Rejection("oversized", f"{len(value)} bytes > {max_bytes}")
+    try:
+        event = _FAST.decode(value)
+    except Exception:  # DecodeError, or UnicodeDecodeError from a string field: the reference decides
+        return _decode_checked(value, topic, key, record_ts, max_future_ms)
+    if TOPIC_OF_TYPE[_KIND[type(event)]] != topic:
+        return Rejection("wrong_topic", f"{_KIND[type(event)]} on {topic}")
+    return _context_checks(event, key, record_ts, max_future_ms)
+
+
+_KIND = {View: "view", Like: "like", Order: "order"}
+
+
+def _context_checks(event: Event, key: bytes | None, record_ts: int | None, max_future_ms: int) -> Event | Rejection:
+    if key is not None and key != event.streamer_id.encode():
+        return Rejection("key_mismatch", "key differs from streamer_id")
+    if record_ts is not None and record_ts > 0 and event.ts > record_ts + max_future_ms:
+        return Rejection("future", f"ts {event.ts} is {event.ts - record_ts} ms after its record")
+    return event
+
+
+def _decode_checked(value: bytes, topic: str, key: bytes | None, record_ts: int | None,
+                    max_future_ms: int) -> Event | Rejection:
+    """The reference checks, in their fixed order: the first failure names the reason."""
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -170,25 +204,5 @@ def decode(
                 if name == "schema_version":
                     return Rejection("unsupported_version", str(v))
                 return Rejection("bad_value", name)
-    streamer = obj["streamer_id"]
-    if key is not None and key != streamer.encode():
-        return Rejection("key_mismatch", "key differs from streamer_id")
-    ts = obj["ts"]
-    if record_ts is not None and record_ts > 0 and ts > record_ts + max_future_ms:
-        return Rejection("future", f"ts {ts} is {ts - record_ts} ms after its record")
-    if kind == "view":
-        return View(ts, streamer, obj["viewer_id"], obj["action"] == "enter")
-    if kind == "like":
-        return Like(ts, streamer, obj["count"])
-    return Order(
-        ts,
-        streamer,
-        obj["order_id"],
-        obj["status"] == "paid",
-        obj["quantity"],
-        obj["amount_fen"],
-        obj["category"],
-        obj["product_id"],
-        obj["session_id"],
-        obj["viewer_id"],
-    )
+    fields = {name: obj[name] for name, *_ in spec}
+    return _context_checks(_TYPES[kind](**fields), key, record_ts, max_future_ms)

@@ -105,7 +105,7 @@ class PartitionState:
         kind = type(event)
         if kind is View:
             c = self.concurrent.get(streamer, 0)
-            if event.enter:
+            if event.action == "enter":
                 c += 1
                 acc[ENTERS] += 1
                 seen = self.viewer_sets.get(key)
@@ -124,10 +124,10 @@ class PartitionState:
         elif kind is Like:
             acc[LIKES] += event.count
         else:
-            okey = (event.order_id, "paid" if event.paid else "refunded")
+            okey = (event.order_id, event.status)
             if okey not in self.orders_seen:
                 self.orders_seen[okey] = ts
-                if event.paid:
+                if event.status == "paid":
                     acc[PAID] += 1
                     acc[ITEMS] += event.quantity
                     acc[GMV] += event.amount_fen
@@ -137,7 +137,7 @@ class PartitionState:
                     acc[GMV] -= event.amount_fen
                     acc[REFUND] += event.amount_fen
                 self.pending_orders.append(
-                    (self.topic, self.partition, offset, event.order_id, okey[1], ts, key[0], streamer,
+                    (self.topic, self.partition, offset, event.order_id, event.status, ts, key[0], streamer,
                      event.session_id, event.viewer_id, event.product_id, event.category, event.quantity,
                      event.amount_fen)
                 )

@@ -234,7 +234,7 @@ def test_viewers_leave_only_rooms_they_entered(feed, long_feed):
             if label != LABEL_VALID or not isinstance(ev, View):
                 continue
             k = (ev.streamer_id, ev.viewer_id)
-            if ev.enter:
+            if ev.action == "enter":
                 assert k not in inside, "entered twice without leaving"
                 inside[k] = ev.ts
                 concurrent[ev.streamer_id] += 1
@@ -261,7 +261,7 @@ def test_broadcasts_start_and_end(long_feed):
         first.setdefault(sid, rec.ts)
         last[sid] = rec.ts
         if isinstance(ev, View):
-            inside[sid] += 1 if ev.enter else -1
+            inside[sid] += 1 if ev.action == "enter" else -1
             peak[sid] = max(peak[sid], inside[sid])
     ended = [s for s in last if last[s] < end - 120_000]
     assert ended, "some broadcast ended"
@@ -277,7 +277,7 @@ def test_orders_amounts_and_refunds(feed, long_feed):
             if label != LABEL_VALID or not isinstance(ev, Order):
                 continue
             assert type(ev.amount_fen) is int and 0 < ev.amount_fen <= 200_000 * ev.quantity
-            if ev.paid:
+            if ev.status == "paid":
                 assert ev.order_id not in paid
                 paid[ev.order_id] = ev
             else:

@@ -14,12 +14,28 @@ from streamproc.windows import is_late, window_closed, window_start
 T0 = 1_763_900_000_000  # a window boundary (divisible by 10 s)
 
 
+def order(ts: int, oid: str, amount: int, qty: int, status: str, streamer: str = "s1") -> Order:
+    return Order(schema_version=1, event_id=f"e-{oid}-{status}", ts=ts, streamer_id=streamer, session_id="live1",
+                 viewer_id="v1", order_id=oid, product_id="kiwi", category="fruit", quantity=qty, amount_fen=amount,
+                 status=status)
+
+
 def paid(ts: int, oid: str, amount: int, qty: int = 1, streamer: str = "s1") -> Order:
-    return Order(ts, streamer, oid, True, qty, amount, "fruit", "kiwi", "live1", "v1")
+    return order(ts, oid, amount, qty, "paid", streamer)
 
 
 def refund(ts: int, oid: str, amount: int, qty: int = 1) -> Order:
-    return Order(ts, "s1", oid, False, qty, amount, "fruit", "kiwi", "live1", "v1")
+    return order(ts, oid, amount, qty, "refunded")
+
+
+def like(ts: int, streamer: str, count: int) -> Like:
+    return Like(schema_version=1, event_id=f"l{ts}", ts=ts, streamer_id=streamer, session_id="live1", viewer_id="v1",
+                count=count)
+
+
+def view(ts: int, streamer: str, viewer: str, enter: bool) -> View:
+    return View(schema_version=1, event_id=f"v{ts}", ts=ts, streamer_id=streamer, session_id="live1", viewer_id=viewer,
+                action="enter" if enter else "leave")
 
 
 def test_window_assignment_is_by_event_time() -> None:
@@ -39,10 +55,10 @@ def test_lateness_is_relative_to_the_streamers_own_watermark() -> None:
 
 def test_late_events_are_refused_and_do_not_move_state() -> None:
     st = PartitionState("live.likes", 0, Rules())
-    assert st.apply(0, Like(T0 + 60_000, "s1", 1))
-    assert st.apply(1, Like(T0 + 31_000, "s1", 2))  # 29 s behind: out of order, accepted
-    assert not st.apply(2, Like(T0 + 29_000, "s1", 4))  # 31 s behind: late
-    assert st.apply(3, Like(T0, "s2", 8))  # another streamer has its own watermark
+    assert st.apply(0, like(T0 + 60_000, "s1", 1))
+    assert st.apply(1, like(T0 + 31_000, "s1", 2))  # 29 s behind: out of order, accepted
+    assert not st.apply(2, like(T0 + 29_000, "s1", 4))  # 31 s behind: late
+    assert st.apply(3, like(T0, "s2", 8))  # another streamer has its own watermark
     assert st.offset == 3
     assert st.windows[(T0 + 60_000, "s1")][LIKES] == 1
     assert st.windows[(T0 + 30_000, "s1")][LIKES] == 2
@@ -67,7 +83,7 @@ def test_concurrent_viewers_run_in_log_order() -> None:
     st = PartitionState("live.views", 0, Rules())
     for off, (dt, viewer, enter) in enumerate([(0, "a", True), (1, "b", True), (2, "c", True), (3, "a", False),
                                                (10_001, "d", True), (10_002, "b", False), (10_003, "c", False)]):
-        st.apply(off, View(T0 + dt, "s1", viewer, enter))
+        st.apply(off, view(T0 + dt, "s1", viewer, enter))
     w0, w1 = st.windows[(T0, "s1")], st.windows[(T0 + 10_000, "s1")]
     assert (w0[ENTERS], w0[LEAVES], w0[PEAK], w0[CLOSE]) == (3, 1, 3, 2)
     assert (w1[ENTERS], w1[LEAVES], w1[PEAK], w1[CLOSE]) == (1, 2, 3, 1)
@@ -122,7 +138,7 @@ def test_snapshot_restore_round_trip_through_chdb(sink: ChdbSink) -> None:
 def test_restore_trusts_rows_written_after_the_last_checkpoint(sink: ChdbSink) -> None:
     """A crash between the window rows and the checkpoint: the rows' version is the resume point."""
     st = PartitionState("live.likes", 0, Rules())
-    st.apply(0, Like(T0, "s1", 5))
+    st.apply(0, like(T0, "s1", 5))
     snap = st.snapshot()
     sink.insert("tallies_10s", TALLY_COLUMNS, snap.tallies)
     r = sink.restore("live.likes", 0, 10_000, 30_000, 3_600_000)
@@ -132,10 +148,10 @@ def test_restore_trusts_rows_written_after_the_last_checkpoint(sink: ChdbSink) -
 def test_idle_closed_window_reopens_from_its_snapshot(sink: ChdbSink) -> None:
     rules = Rules(idle_close_ms=0)
     st = PartitionState("live.likes", 0, rules, sink.load_window)
-    st.apply(0, Like(T0 + 1, "s1", 3))
+    st.apply(0, like(T0 + 1, "s1", 3))
     snap = st.snapshot()
     sink.write([snap])
     assert st.flush_done(snap, now=10**9) == 1  # idle: closed and evicted
     assert not st.windows
-    st.apply(1, Like(T0 + 2, "s1", 4))  # still within lateness: the window comes back, not from zero
+    st.apply(1, like(T0 + 2, "s1", 4))  # still within lateness: the window comes back, not from zero
     assert st.windows[(T0, "s1")][LIKES] == 7
