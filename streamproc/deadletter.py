@@ -17,14 +17,16 @@ from .events import Rejection
 def make_record(
     topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, record_ts: int | None,
     rejection: Rejection,
+    index: int = 0,
 ) -> tuple[bytes, bytes]:
-    """(key, value) of the dead-letter message for one rejected input message."""
+    """(key, value) of the dead-letter message for one rejected input message (or event of a pack)."""
     rec: dict = {
         "reason": rejection.reason,
         "detail": rejection.detail,
         "topic": topic,
         "partition": partition,
         "offset": offset,
+        "index": index,
         "timestamp": record_ts,
         "key": key.decode("utf-8", "replace") if key is not None else None,
         "rejected_at": int(time.time() * 1000),
@@ -34,7 +36,7 @@ def make_record(
         rec["value"] = value.decode("utf-8")
     except UnicodeDecodeError:
         rec["value_b64"] = base64.b64encode(value).decode()
-    return f"{topic}/{partition}/{offset}".encode(), orjson.dumps(rec)
+    return f"{topic}/{partition}/{offset}/{index}".encode(), orjson.dumps(rec)
 
 
 def original_value(rec: dict) -> bytes:

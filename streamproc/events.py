@@ -107,6 +107,23 @@ _TYPES = {"view": View, "like": Like, "order": Order}
 _FAST = msgspec.json.Decoder(Event)
 
 
+def is_pack(value: bytes) -> bool:
+    """A pack: several events in one message, as JSON lines. Producers batch to save per-message cost.
+
+    A value with newlines that parses as ONE JSON document (a pretty-printed event) is not a pack;
+    anything else with several lines is, and each line is then judged on its own.
+    """
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value.strip().count(b"\n") > 0
+    return False
+
+
+def split_pack(value: bytes) -> list[bytes]:
+    return [line for line in value.split(b"\n") if line.strip()]
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: str

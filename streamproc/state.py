@@ -27,7 +27,7 @@ TALLY_COLUMNS = (
 )
 VIEWER_COLUMNS = ("window_start", "streamer_id", "viewer_id")
 ORDER_COLUMNS = (
-    "src_topic", "src_partition", "src_offset", "order_id", "status", "ts", "window_start", "streamer_id",
+    "src_topic", "src_partition", "src_offset", "src_index", "order_id", "status", "ts", "window_start", "streamer_id",
     "session_id", "viewer_id", "product_id", "category", "quantity", "amount_fen",
 )
 
@@ -81,8 +81,8 @@ class PartitionState:
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    def apply(self, offset: int, event: View | Like | Order) -> bool:
-        """Apply one valid event at ``offset``; False if it is late (the caller dead-letters it)."""
+    def apply(self, offset: int, event: View | Like | Order, index: int = 0) -> bool:
+        """Apply one valid event at ``offset`` (``index`` within a pack); False if it is late."""
         streamer = event.streamer_id
         ts = event.ts
         rules = self.rules
@@ -137,7 +137,7 @@ class PartitionState:
                     acc[GMV] -= event.amount_fen
                     acc[REFUND] += event.amount_fen
                 self.pending_orders.append(
-                    (self.topic, self.partition, offset, event.order_id, event.status, ts, key[0], streamer,
+                    (self.topic, self.partition, offset, index, event.order_id, event.status, ts, key[0], streamer,
                      event.session_id, event.viewer_id, event.product_id, event.category, event.quantity,
                      event.amount_fen)
                 )

@@ -98,7 +98,7 @@ def test_failed_flush_keeps_everything_for_the_next_one() -> None:
     st.flush_failed(snap)
     again = st.snapshot()
     assert again.offset == 1
-    assert [r[3] for r in again.orders] == ["o1", "o2"]
+    assert [r[4] for r in again.orders] == ["o1", "o2"]
     assert len(again.tallies) == 1 and again.tallies[0][4] == 1  # version = last applied offset
 
 

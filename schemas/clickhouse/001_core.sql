@@ -54,13 +54,15 @@ SELECT window_start, streamer_id, uniqState(viewer_id) AS viewers
 FROM viewers_in
 GROUP BY window_start, streamer_id;
 
--- The first accepted occurrence of each (order_id, status). Keyed by its source offset, so a
--- re-flush after a crash rewrites the same row; restore reads it back to rebuild order dedupe.
+-- The first accepted occurrence of each (order_id, status). Keyed by its source offset (and index
+-- within a pack of events), so a re-flush after a crash rewrites the same row; restore reads it back
+-- to rebuild order dedupe.
 CREATE TABLE IF NOT EXISTS orders
 (
     src_topic     LowCardinality(String),
     src_partition UInt16,
     src_offset    UInt64,
+    src_index     UInt32,
     order_id      String,
     status        LowCardinality(String),
     ts            DateTime64(3, 'UTC'),
@@ -74,7 +76,7 @@ CREATE TABLE IF NOT EXISTS orders
     amount_fen    Int64
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (src_topic, src_partition, src_offset);
+ORDER BY (src_topic, src_partition, src_offset, src_index);
 
 -- Last applied offset per source partition, written after the rows of each flush.
 CREATE TABLE IF NOT EXISTS checkpoints
