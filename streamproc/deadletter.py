@@ -28,17 +28,31 @@ def make_record(
         "offset": offset,
         "index": index,
         "timestamp": record_ts,
-        "key": key.decode("utf-8", "replace") if key is not None else None,
         "rejected_at": int(time.time() * 1000),
     }
-    value = value or b""
-    try:
-        rec["value"] = value.decode("utf-8")
-    except UnicodeDecodeError:
-        rec["value_b64"] = base64.b64encode(value).decode()
+    _put_bytes(rec, "key", key)
+    _put_bytes(rec, "value", value or b"")
     return f"{topic}/{partition}/{offset}/{index}".encode(), orjson.dumps(rec)
+
+
+def _put_bytes(rec: dict, name: str, raw: bytes | None) -> None:
+    """``name`` as text when the bytes are UTF-8, else ``name_b64``: either way the exact bytes survive."""
+    if raw is None:
+        rec[name] = None
+        return
+    try:
+        rec[name] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        rec[name + "_b64"] = base64.b64encode(raw).decode()
 
 
 def original_value(rec: dict) -> bytes:
     """The exact bytes that were rejected."""
     return rec["value"].encode() if "value" in rec else base64.b64decode(rec["value_b64"])
+
+
+def original_key(rec: dict) -> bytes | None:
+    """The exact key of the rejected message (None if it had none)."""
+    if "key_b64" in rec:
+        return base64.b64decode(rec["key_b64"])
+    return rec["key"].encode() if rec.get("key") is not None else None

@@ -1,20 +1,199 @@
-"""Prometheus metrics of the worker (served at /metrics). Low cardinality: no per-streamer labels."""
+"""Prometheus metrics of the worker, served at /metrics from ``REGISTRY``.
+
+Names follow Prometheus conventions: base units (seconds), ``_total`` on counters, ``_seconds`` on
+durations; money is integer fen (``_fen_total``) as everywhere in streamproc. Labels are bounded (topic,
+event type, reason, partition): nothing per streamer, viewer or order, so the series count does not grow
+with the platform.
+
+None of this runs per event. The processor counts a fetched batch in plain ints and adds it here once
+(``count_batch``); everything about a flush is recorded after the flush (``record_flush``); gauges that
+describe the state in memory (open windows, lag, watermarks) are computed only when Prometheus scrapes
+(``STATE``). Counters for every label value exist from the start at 0, so ``rate()`` and ``increase()``
+see the first event, and an absent series means a missing worker, not a quiet one.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Protocol, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .events import REASONS, TOPIC_OF_TYPE
+from .state import ORDER_COLUMNS, TALLY_COLUMNS, Snapshot
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+disable_created_metrics()  # a `_created` twin of every counter doubles the series and no rule reads it
 
-EVENTS = Counter("streamproc_events_consumed_total", "Messages consumed, by logical topic", ["topic"], registry=REGISTRY)
-ACCEPTED = Counter("streamproc_events_accepted_total", "Events applied to a window, by event type", ["type"], registry=REGISTRY)
-REJECTED = Counter("streamproc_events_rejected_total", "Messages dead-lettered, by reason", ["reason"], registry=REGISTRY)
-LATE = Counter("streamproc_events_late_total", "Events later than the allowed lateness", registry=REGISTRY)
-FLUSHES = Counter("streamproc_flushes_total", "Successful flushes to the sink", registry=REGISTRY)
-FLUSH_FAILURES = Counter("streamproc_flush_failures_total", "Failed flush attempts", registry=REGISTRY)
+TYPE_OF_TOPIC = {topic: kind for kind, topic in TOPIC_OF_TYPE.items()}
+INVALID = "invalid"  # the type label of a message that failed validation (it has no trustworthy type)
+
+# -- input --------------------------------------------------------------------------------------------
+CONSUMED = Counter(
+    "streamproc_events_consumed_total",
+    "Messages taken from an event topic, by logical topic and event type (type=invalid: failed validation)",
+    ["topic", "type"], registry=REGISTRY)
+REJECTED = Counter("streamproc_events_rejected_total", "Messages dead-lettered, by reason code", ["reason"],
+                   registry=REGISTRY)
+LATE = Counter("streamproc_events_late_total",
+               "Valid events older than their streamer's watermark minus the allowed lateness (dead-lettered)",
+               registry=REGISTRY)
+
+# -- output -------------------------------------------------------------------------------------------
+FLUSHES = Counter("streamproc_flushes_total", "Flushes that reached the sink", registry=REGISTRY)
+FLUSH_FAILURES = Counter("streamproc_flush_failures_total",
+                         "Flush attempts the sink refused or that failed; the rows are kept and retried",
+                         registry=REGISTRY)
 FLUSH_ROWS = Counter("streamproc_flush_rows_total", "Window rows written to the sink", registry=REGISTRY)
-FLUSH_SECONDS = Histogram("streamproc_flush_duration_seconds", "Time to write one flush", registry=REGISTRY,
-                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-BUFFERED = Gauge("streamproc_sink_buffered_rows", "Rows waiting for the sink", registry=REGISTRY)
-PAUSED = Gauge("streamproc_consumption_paused", "1 while consumption waits for the sink", registry=REGISTRY)
-OPEN_WINDOWS = Gauge("streamproc_open_windows", "Window accumulators in memory", registry=REGISTRY)
+FLUSH_SECONDS = Histogram("streamproc_flush_duration_seconds", "Wall time of one successful flush",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)
+FLUSH_LAST_SUCCESS = Gauge("streamproc_flush_last_success_timestamp_seconds",
+                           "Unix time of the last successful flush (0: none yet)", registry=REGISTRY)
+FRESHNESS = Histogram(
+    "streamproc_freshness_seconds",
+    "Per window row written: flush completion (row visible) minus the newest event time in the row",
+    buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 900, 3600), registry=REGISTRY)
+PAUSED = Gauge("streamproc_consumption_paused", "1 while consumption waits for the sink to drain its buffer",
+               registry=REGISTRY)
+
+# -- group membership ---------------------------------------------------------------------------------
+REBALANCES = Counter("streamproc_rebalances_total",
+                     "Partition assignments and revocations received from the consumer group", ["phase"],
+                     registry=REGISTRY)
+
+# -- business: what the platform sells, once visible in the sink ---------------------------------------
+ORDERS_PAID = Counter("streamproc_orders_paid_total", "Paid orders counted (first occurrence of each order id)",
+                      registry=REGISTRY)
+ORDERS_REFUNDED = Counter("streamproc_orders_refunded_total", "Refunds counted (first occurrence of each order id)",
+                          registry=REGISTRY)
+GMV_PAID = Counter("streamproc_gmv_paid_fen_total", "Amount of counted paid orders, fen", registry=REGISTRY)
+GMV_REFUNDED = Counter("streamproc_gmv_refunded_fen_total", "Amount of counted refunds, fen", registry=REGISTRY)
+
+BUILD_INFO = Gauge("streamproc_build_info", "Version of streamproc and Python; always 1", ["version", "python"],
+                   registry=REGISTRY)
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+
+# Children resolved once: labels() costs a lock and a dict lookup per call.
+_CONSUMED = {topic: (CONSUMED.labels(topic, kind), CONSUMED.labels(topic, INVALID))
+             for topic, kind in TYPE_OF_TOPIC.items()}
+_REJECTED = {reason: REJECTED.labels(reason) for reason in REASONS}
+for _phase in ("assigned", "revoked"):
+    REBALANCES.labels(_phase)
+
+_MAX_TS = TALLY_COLUMNS.index("max_ts")
+_STATUS = ORDER_COLUMNS.index("status")
+_AMOUNT = ORDER_COLUMNS.index("amount_fen")
+
+
+def count_batch(topic: str, accepted: int, rejected: int, late: int) -> None:
+    """Add one batch of ``topic``: ``rejected`` includes the ``late`` ones, which are valid events."""
+    valid, invalid = _CONSUMED[topic]
+    valid.inc(accepted + late)
+    if rejected > late:
+        invalid.inc(rejected - late)
+    if late:
+        LATE.inc(late)
+
+
+def count_rejection(reason: str) -> None:
+    _REJECTED[reason].inc()
+
+
+def record_flush(snaps: Sequence[Snapshot], duration_s: float, now: float | None = None) -> None:
+    """Everything a successful flush tells: rows, duration, freshness and the orders it made visible.
+
+    Freshness is observed once per window row: ``now`` (the flush has completed, the row is visible)
+    minus the newest event time in that row, i.e. how old the newest data of each updated window was
+    when readers could first see it. Clock skew that puts an event ahead of ``now`` counts as 0.
+    Orders are counted here rather than when applied, so the counters say what the sink holds.
+    """
+    now = time.time() if now is None else now
+    rows = 0
+    observe = FRESHNESS.observe
+    paid = refunded = paid_fen = refunded_fen = 0
+    for snap in snaps:
+        rows += len(snap.tallies)
+        for row in snap.tallies:
+            observe(max(0.0, now - row[_MAX_TS] / 1000))
+        for order in snap.orders:
+            if order[_STATUS] == "paid":
+                paid += 1
+                paid_fen += order[_AMOUNT]
+            else:
+                refunded += 1
+                refunded_fen += order[_AMOUNT]
+    FLUSHES.inc()
+    FLUSH_ROWS.inc(rows)
+    FLUSH_SECONDS.observe(duration_s)
+    FLUSH_LAST_SUCCESS.set(now)
+    for counter, n in ((ORDERS_PAID, paid), (ORDERS_REFUNDED, refunded), (GMV_PAID, paid_fen),
+                       (GMV_REFUNDED, refunded_fen)):
+        if n:
+            counter.inc(n)
+
+
+# -- state read at scrape time --------------------------------------------------------------------------
+
+
+@dataclass
+class StateView:
+    """What the worker holds in memory right now; built only when Prometheus scrapes."""
+
+    open_windows: int = 0
+    active_streamers: int = 0
+    assigned_partitions: int = 0
+    buffered_rows: int = 0
+    newest_event_ms: dict[str, int] = field(default_factory=dict)  # logical topic -> newest accepted event time
+    consumer_lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> messages
+
+
+class StateSource(Protocol):
+    def metric_state(self) -> StateView: ...
+
+
+class StateCollector(Collector):
+    """Gauges computed from a ``StateSource`` (the running worker) at each scrape."""
+
+    _NAMES = ("streamproc_open_windows", "streamproc_active_streamers", "streamproc_assigned_partitions",
+              "streamproc_sink_buffered_rows", "streamproc_watermark_lag_seconds",
+              "streamproc_consumer_lag_messages")
+
+    def __init__(self) -> None:
+        self.source: StateSource | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(name, "") for name in self._NAMES]
+
+    def collect(self) -> Iterator[Metric]:
+        if self.source is None:
+            return
+        v = self.source.metric_state()
+        yield GaugeMetricFamily("streamproc_open_windows", "Window accumulators in memory", value=v.open_windows)
+        yield GaugeMetricFamily("streamproc_active_streamers", "Streamers with at least one open window",
+                                value=v.active_streamers)
+        yield GaugeMetricFamily("streamproc_assigned_partitions", "Event-topic partitions this worker owns",
+                                value=v.assigned_partitions)
+        yield GaugeMetricFamily("streamproc_sink_buffered_rows",
+                                "Rows waiting for the sink (window rows, viewer rows, order rows)",
+                                value=v.buffered_rows)
+        now = time.time()
+        wm = GaugeMetricFamily("streamproc_watermark_lag_seconds",
+                               "Wall clock minus the newest accepted event time, by topic", labels=["topic"])
+        for topic, ms in sorted(v.newest_event_ms.items()):
+            wm.add_metric([topic], now - ms / 1000)
+        yield wm
+        lag = GaugeMetricFamily("streamproc_consumer_lag_messages",
+                                "Partition high watermark (from fetches) minus the next offset to apply",
+                                labels=["topic", "partition"])
+        for (topic, part), n in sorted(v.consumer_lag.items()):
+            lag.add_metric([topic, str(part)], n)
+        yield lag
+
+
+STATE = StateCollector()
+REGISTRY.register(STATE)

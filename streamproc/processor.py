@@ -7,11 +7,12 @@ from the transport is what lets the same rules run at the Python limit in a benc
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Iterable, Sequence
 
 from . import metrics
 from .deadletter import make_record
-from .events import TOPIC_OF_TYPE, Rejection, decode
+from .events import Rejection, decode, is_pack, split_pack
 from .settings import Settings
 from .sink import Sink
 from .state import PartitionState, Rules, Snapshot
@@ -19,7 +20,6 @@ from .state import PartitionState, Rules, Snapshot
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]  # (logical topic, partition)
-TYPE_OF_TOPIC = {topic: kind for kind, topic in TOPIC_OF_TYPE.items()}
 
 
 class Processor:
@@ -42,13 +42,31 @@ class Processor:
         for topic, part in tps:
             r = self.sink.restore(topic, part, self.rules.window_ms, self.rules.lateness_ms,
                                   self.rules.order_dedupe_horizon_ms)
-            st = PartitionState(topic, part, self.rules, self.sink.load_window)
+            st = PartitionState(topic, part, self.rules, self._load_window)
             st.restore(r.offset, r.windows, r.streamers, r.orders)
             self.states[(topic, part)] = st
             resume[(topic, part)] = r.offset + 1
             log.info("restored %s/%d at offset %d: %d open windows, %d streamers, %d order ids",
                      topic, part, r.offset, len(r.windows), len(r.streamers), len(r.orders))
         return resume
+
+    def _load_window(self, topic: str, partition: int, key: tuple[int, str]) -> list | None:
+        """Reopen an evicted window from its last snapshot, waiting for the sink as long as it takes.
+
+        This runs inside ``apply``, in the middle of a batch: if it raised, the rest of the batch would
+        be lost while the consumer's position moved past it. Rare (an event within lateness for a
+        window that already left memory) and a correct count needs the snapshot, so it blocks and
+        retries with capped backoff while the sink is away.
+        """
+        backoff = 0.2
+        while True:
+            try:
+                return self.sink.load_window(topic, partition, key)
+            except Exception as exc:  # sink down, timed out, refusing: never drop the batch
+                log.error("reopening window %s of %s/%d failed (%s: %s); retrying in %.1fs", key, topic, partition,
+                          type(exc).__name__, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(self.settings.sink_retry_max_s, backoff * 2)
 
     def revoke(self, tps: Iterable[TP]) -> None:
         for tp in tps:
@@ -70,35 +88,38 @@ class Processor:
         max_bytes, max_future = s.max_message_bytes, s.max_future_ms
         apply, skip = st.apply, st.skip
         last = st.offset
-        accepted = rejected = 0
+        accepted = rejected = late = 0
         for rec in records:
             offset = rec.offset
             if offset <= last:  # already applied (redelivery after a seek)
                 continue
             last = offset
-            event = decode(rec.value, topic, rec.key, rec.timestamp, max_bytes=max_bytes, max_future_ms=max_future)
-            if type(event) is Rejection:
-                skip(offset)
-                self._dead_letter(topic, partition, offset, rec.key, rec.value, rec.timestamp, event)
-                rejected += 1
-            elif apply(offset, event):
-                accepted += 1
-            else:
-                metrics.LATE.inc()
-                self._dead_letter(topic, partition, offset, rec.key, rec.value, rec.timestamp,
-                                  Rejection("late", f"more than {s.lateness_ms} ms behind the streamer's watermark"))
-                rejected += 1
+            key, value, record_ts = rec.key, rec.value, rec.timestamp
+            units = enumerate(split_pack(value)) if value and b"\n" in value and is_pack(value) else ((0, value),)
+            for index, v in units:
+                event = decode(v, topic, key, record_ts, max_bytes=max_bytes, max_future_ms=max_future)
+                if type(event) is Rejection:
+                    skip(offset)
+                    self._dead_letter(topic, partition, offset, key, v, record_ts, event, index)
+                    rejected += 1
+                elif apply(offset, event, index):
+                    accepted += 1
+                else:
+                    late += 1
+                    self._dead_letter(topic, partition, offset, key, v, record_ts,
+                                      Rejection("late", f"more than {s.lateness_ms} ms behind the streamer's watermark"),
+                                      index)
+                    rejected += 1
         n = accepted + rejected
         self.counts["consumed"] += n
         self.counts["accepted"] += accepted
-        metrics.EVENTS.labels(topic).inc(n)
-        metrics.ACCEPTED.labels(TYPE_OF_TOPIC[topic]).inc(accepted)
+        metrics.count_batch(topic, accepted, rejected, late)
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                     record_ts: int | None, rejection: Rejection) -> None:
+                     record_ts: int | None, rejection: Rejection, index: int = 0) -> None:
         self.counts["rejected"] += 1
-        metrics.REJECTED.labels(rejection.reason).inc()
-        self.dead.append(make_record(topic, partition, offset, key, value, record_ts, rejection))
+        metrics.count_rejection(rejection.reason)
+        self.dead.append(make_record(topic, partition, offset, key, value, record_ts, rejection, index))
 
     def take_dead_letters(self) -> list[tuple[bytes, bytes]]:
         dead, self.dead = self.dead, []
@@ -116,11 +137,19 @@ class Processor:
                 st.flush_failed(snap)
 
     def flush_done(self, snaps: list[Snapshot]) -> None:
+        """After a successful flush, or a tick with nothing to flush: evict closed and idle windows.
+
+        Partitions that had nothing in this flush get the same eviction, so a partition that went quiet
+        does not keep its windows in memory for good.
+        """
         for snap in snaps:
             st = self.states.get((snap.topic, snap.partition))
             if st is not None:
                 st.flush_done(snap)
-        metrics.OPEN_WINDOWS.set(sum(len(st.windows) for st in self.states.values()))
+        flushed = {(snap.topic, snap.partition) for snap in snaps}
+        for tp, st in self.states.items():
+            if tp not in flushed and st.windows:
+                st.flush_done(Snapshot(st.topic, st.partition, st.flushed_offset, [], [], []))
 
     @property
     def buffered_rows(self) -> int:

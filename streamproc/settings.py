@@ -22,13 +22,23 @@ class Settings:
     embedded_broker_port: int = field(default=19092, metadata={"help": "port of the embedded Tansu broker"})
     topic_prefix: str = field(default="", metadata={"help": "prefix for every topic name (tests use it to isolate runs)"})
     group_id: str = field(default="streamproc", metadata={"help": "consumer group / Faust app id"})
+    group_instance_id: str = field(default="", metadata={"help": "static group membership id (e.g. the pod name): a restarted worker takes its partitions back without waiting for its old session to expire"})
+    kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"})
+    kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol)"})
+    kafka_sasl_username: str = field(default="", metadata={"help": "SASL user name"})
+    kafka_sasl_password: str = field(default="", metadata={"help": "SASL password (or STREAMPROC_KAFKA_SASL_PASSWORD_FILE)", "secret": True})
+    kafka_ssl_cafile: str = field(default="", metadata={"help": "CA bundle that signed the brokers' certificates (empty: system CAs)"})
+    kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate for mutual TLS (optional)"})
+    kafka_ssl_keyfile: str = field(default="", metadata={"help": "key of the client certificate (optional)"})
     # where tallies go
     clickhouse_url: str = field(default="", metadata={"help": "ClickHouse HTTP URL; empty uses embedded chDB"})
     clickhouse_user: str = field(default="default", metadata={"help": "ClickHouse user"})
     clickhouse_password: str = field(default="", metadata={"help": "ClickHouse password (or STREAMPROC_CLICKHOUSE_PASSWORD_FILE)", "secret": True})
     clickhouse_database: str = field(default="streamproc", metadata={"help": "ClickHouse database"})
-    streamers_file: str = field(default="", metadata={"help": "streamers dimension (JSON lines) loaded when the worker starts"})
-    data_dir: str = field(default=".streamproc", metadata={"help": "local state: chDB data lives in DATA_DIR/clickhouse"})
+    clickhouse_ca_file: str = field(default="", metadata={"help": "CA bundle to verify an https:// ClickHouse server (empty: system CAs)"})
+    clickhouse_timeout_s: float = field(default=30.0, metadata={"help": "seconds before a ClickHouse request that got no answer fails (and is retried)"})
+    streamers_file: str = field(default="", metadata={"help": "streamers dimension (CSV, JSON or JSON lines) loaded when the worker starts"})
+    data_dir: str = field(default=".streamproc", metadata={"help": "local state: chDB data in DATA_DIR/clickhouse, Faust files in DATA_DIR/faust"})
     # event-time rules
     window_ms: int = field(default=10_000, metadata={"help": "tumbling window length, ms"})
     lateness_ms: int = field(default=30_000, metadata={"help": "allowed lateness behind the streamer's own watermark, ms"})
@@ -40,10 +50,18 @@ class Settings:
     flush_interval_s: float = field(default=1.0, metadata={"help": "seconds between flushes of open windows"})
     max_buffered_rows: int = field(default=200_000, metadata={"help": "pause consumption when this many rows await the sink"})
     sink_retry_max_s: float = field(default=10.0, metadata={"help": "cap of the exponential backoff between sink retries"})
+    # leaderboards
+    rollup_interval_s: float = field(default=2.0, metadata={"help": "seconds between rollup runs (10 s -> 1 min -> 1 h) in the worker; 0: none"})
+    leaderboard_boards: str = field(default="gmv:today:10", metadata={"help": "boards whose changes go to live.leaderboard.changes: metric:window:N[:place=value],..."})
+    leaderboard_changes_interval_s: float = field(default=2.0, metadata={"help": "seconds between evaluations of the watched boards; 0: none"})
     # worker process
     web_host: str = field(default="127.0.0.1", metadata={"help": "bind address of the worker web server"})
     web_port: int = field(default=6066, metadata={"help": "port of the worker web server"})
+    web_token: str = field(default="", metadata={"help": "bearer token the web API requires (or STREAMPROC_WEB_TOKEN_FILE); empty: none", "secret": True})
     log_level: str = field(default="info", metadata={"help": "log level"})
+    log_format: str = field(default="text", metadata={"help": "text, or json: one object per line, fields named like the metrics"})
+    # fault injection, for tests only
+    fault_crash_before_checkpoint: int = field(default=0, metadata={"help": "TEST ONLY: exit(137) on the N-th flush after its window rows, before its checkpoint"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

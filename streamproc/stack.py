@@ -47,10 +47,15 @@ class WorkerProcess:
     def url(self) -> str:
         return f"http://{self.settings.web_host}:{self.settings.web_port}"
 
+    def get(self, path: str, timeout_s: float = 2) -> bytes:
+        """GET a path of the worker's web server, with its bearer token when one is set."""
+        headers = {"Authorization": f"Bearer {self.settings.web_token}"} if self.settings.web_token else {}
+        with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=headers), timeout=timeout_s) as r:
+            return r.read()
+
     def status(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(self.url + "/status", timeout=2) as r:
-                return json.loads(r.read())
+            return json.loads(self.get("/status"))
         except OSError:
             return None
 
@@ -190,6 +195,7 @@ class Stack:
             self.clickhouse = ClickHouseServerProcess(settings, shared_sink_port, log_dir / "clickhouse.log")
             settings = settings.replace(clickhouse_url=self.clickhouse.url)
         self.settings = settings
+        self.workers: list[WorkerProcess] = []
 
     def __enter__(self) -> "Stack":
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +211,8 @@ class Stack:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for w in self.workers:  # a run that failed half-way leaves no worker behind
+            w.kill()
         if self.clickhouse:
             self.clickhouse.stop()
         if self.broker:
@@ -212,4 +220,5 @@ class Stack:
 
     def worker(self, index: int = 0, **overrides: Any) -> WorkerProcess:
         settings = self.settings.replace(**overrides) if overrides else self.settings
-        return WorkerProcess(settings, self.log_dir / f"worker-{index}.log")
+        self.workers.append(WorkerProcess(settings, self.log_dir / f"worker-{index}.log"))
+        return self.workers[-1]

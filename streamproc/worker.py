@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import TP as FaustTP
 
-from . import metrics, web
+from . import metrics, streamers_dim, web
 from .fetch import Batch, BatchTransport, Deliver
-from .kafka import faust_broker_url
+from .kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
+from .logging_setup import logging_config
 from .processor import Processor
 from .settings import Settings
 from .sink import Sink, open_sink
@@ -48,15 +50,21 @@ class Worker:
     def __init__(self, settings: Settings, sink: Sink | None = None) -> None:
         self.settings = settings
         self.sink = sink or open_sink(settings)
+        if settings.fault_crash_before_checkpoint:  # test-only fault injection (see chaos.py)
+            from .chaos import arm_crash_before_checkpoint
+
+            arm_crash_before_checkpoint(self.sink, settings.fault_crash_before_checkpoint)
         self.sink.apply_schema()
         if settings.streamers_file:
-            n = load_streamers(self.sink, settings.streamers_file)
+            n = streamers_dim.load(self.sink, settings.streamers_file)
             log.info("loaded %d streamers from %s", n, settings.streamers_file)
         self.processor = Processor(settings, self.sink)
         self.flush_lock = asyncio.Lock()
         self.retry_at = 0.0
         self.backoff = 0.0
+        self.in_flight_rows = 0  # rows of the flush being written: still buffered, not in the processor
         self.app = self._build_app()
+        metrics.STATE.source = self
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -65,15 +73,18 @@ class Worker:
         app = App(
             s.group_id,
             broker=faust_broker_url(s),
+            broker_credentials=faust_credentials(s),
             value_serializer="raw",
             key_serializer="raw",
             store="memory://",
+            datadir=str(Path(s.data_dir) / "faust"),  # Faust's own files, not a directory in the cwd
             web_host=s.web_host,
             web_bind=s.web_host,
             web_port=s.web_port,
             consumer_auto_offset_reset="earliest",
             broker_rebalance_timeout=5,
             broker_session_timeout=10,
+            consumer_group_instance_id=s.group_instance_id or None,
             broker_heartbeat_interval=1,
             topic_allow_declare=False,
             topic_disable_leader=True,
@@ -86,6 +97,7 @@ class Worker:
         for name in EVENT_TOPICS:
             self._add_agent(app, name)
         app.timer(s.flush_interval_s, name="streamproc.flush")(self._flush_tick)
+        app.timer(5.0, name="streamproc.broker_watch")(BrokerWatch(s).check)  # a hung broker is otherwise silent
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
         web.register(app, self)
@@ -101,14 +113,31 @@ class Worker:
 
         async def consume(stream: faust.StreamT) -> None:
             async for batch in stream:
-                handle(name, batch.tp.partition, batch.records)
+                try:
+                    handle(name, batch.tp.partition, batch.records)
+                except Exception as exc:  # never let Faust restart the agent and drop the rest of the batch
+                    await self._retry_batch(name, batch, exc)
                 if self.processor.dead:
                     await self._send_dead_letters()
-                if self.processor.buffered_rows >= limit:
+                if self.processor.buffered_rows + self.in_flight_rows >= limit:
                     await self._wait_for_sink(limit)
 
         consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_')}"
         app.agent(channel, name=f"streamproc.{name}")(consume)
+
+    async def _retry_batch(self, name: str, batch: Batch, exc: Exception) -> None:
+        """Apply a batch again until it goes through: records already applied are skipped by offset."""
+        backoff = 0.5
+        while True:
+            log.error("applying a batch of %s/%d failed; retrying in %.1fs", name, batch.tp.partition, backoff,
+                      exc_info=exc)
+            await asyncio.sleep(backoff)
+            backoff = min(self.settings.sink_retry_max_s, backoff * 2)
+            try:
+                self.processor.handle_batch(name, batch.tp.partition, batch.records)
+                return
+            except Exception as again:
+                exc = again
 
     async def _deliver(self, batch: Batch) -> None:
         await self.channels[batch.tp.topic].put(batch)
@@ -124,11 +153,14 @@ class Worker:
     async def _wait_for_sink(self, limit: int) -> None:
         """Hold the agent (and so the fetcher) while the sink is behind; never drop rows."""
         metrics.PAUSED.set(1)
-        log.warning("sink is behind: %d rows buffered, pausing consumption", self.processor.buffered_rows)
-        while self.processor.buffered_rows >= limit:
+        log.warning("sink is behind: %d rows buffered, pausing consumption", self.processor.buffered_rows,
+                    extra={"event": "consumption_paused", "sink_buffered_rows": self.processor.buffered_rows})
+        # Rows of a flush being written count too: a flush hanging on a dead sink must not let the
+        # buffer refill behind it (it would come back to twice the limit when the flush fails).
+        while self.processor.buffered_rows + self.in_flight_rows >= limit:
             await asyncio.sleep(0.1)
         metrics.PAUSED.set(0)
-        log.info("sink caught up, resuming consumption")
+        log.info("sink caught up, resuming consumption", extra={"event": "consumption_resumed"})
 
     async def _flush_tick(self) -> None:
         if time.monotonic() >= self.retry_at:
@@ -138,9 +170,10 @@ class Worker:
         """Write every changed window and the checkpoints; on failure keep everything and back off."""
         async with self.flush_lock:
             snaps = self.processor.snapshot()
-            metrics.BUFFERED.set(self.processor.buffered_rows + sum(len(s.tallies) for s in snaps))
             if not snaps:
+                self.processor.flush_done([])  # quiet partitions still close their idle windows
                 return True
+            self.in_flight_rows = sum(len(s.tallies) + len(s.viewers) + len(s.orders) for s in snaps)
             started = time.perf_counter()
             try:
                 await self._send_dead_letters()
@@ -148,17 +181,21 @@ class Worker:
                 await asyncio.to_thread(self.sink.write, snaps)
             except Exception as exc:
                 self.processor.flush_failed(snaps)
+                self.in_flight_rows = 0
                 metrics.FLUSH_FAILURES.inc()
                 self.backoff = min(self.settings.sink_retry_max_s, max(0.2, self.backoff * 2))
                 self.retry_at = time.monotonic() + self.backoff
-                log.error("flush failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, self.backoff)
+                log.error("flush failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, self.backoff,
+                          extra={"event": "flush_failed", "error": type(exc).__name__, "retry_in_seconds": self.backoff,
+                                 "sink_buffered_rows": self.processor.buffered_rows})
                 return False
             self.backoff = 0.0
+            self.in_flight_rows = 0
+            duration = time.perf_counter() - started
+            metrics.record_flush(snaps, duration)  # before the eviction work: freshness ends when the write did
             self.processor.flush_done(snaps)
-            metrics.FLUSHES.inc()
-            metrics.FLUSH_ROWS.inc(sum(len(s.tallies) for s in snaps))
-            metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
-            metrics.BUFFERED.set(self.processor.buffered_rows)
+            log.debug("flush", extra={"event": "flush", "flush_rows": sum(len(s.tallies) for s in snaps),
+                                       "flush_duration_seconds": round(duration, 6)})
             await self._commit({(s.topic, s.partition): s.offset + 1 for s in snaps if s.offset >= 0})
             return True
 
@@ -171,12 +208,37 @@ class Worker:
             except Exception as exc:  # the checkpoint in ClickHouse is what counts; this is for lag tools
                 log.warning("offset commit failed: %r", exc)
 
+    # -- metrics --------------------------------------------------------------------------------
+
+    def metric_state(self) -> metrics.StateView:
+        """What /metrics reports about memory and lag, computed only when Prometheus scrapes."""
+        view = metrics.StateView(assigned_partitions=len(self.processor.states),
+                                 buffered_rows=self.processor.buffered_rows + self.in_flight_rows)
+        streamers: set[str] = set()
+        for (topic, part), st in self.processor.states.items():
+            view.open_windows += len(st.windows)
+            streamers.update(key[1] for key in st.windows)
+            if st.max_ts:
+                view.newest_event_ms[topic] = max(st.max_ts, view.newest_event_ms.get(topic, 0))
+            hw = self._highwater(topic, part)
+            if hw is not None:  # the high watermark of the last fetch (ListOffsets is wrong on some brokers)
+                view.consumer_lag[(topic, part)] = hw - (st.offset + 1)
+        view.active_streamers = len(streamers)
+        return view
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        try:
+            return self.app.consumer.highwater(FaustTP(self.settings.topic(topic), partition))
+        except Exception:  # consumer not started, or the partition is moving in a rebalance
+            return None
+
     # -- rebalances -----------------------------------------------------------------------------
 
     def _ours(self, tps: Any) -> list[tuple[str, int]]:
         return [(self.logical[tp.topic], tp.partition) for tp in tps if tp.topic in self.logical]
 
     async def _on_assigned(self, app: Any, assigned: Any, **_: Any) -> None:
+        metrics.REBALANCES.labels("assigned").inc()
         new = [tp for tp in self._ours(assigned) if tp not in self.processor.states]
         if not new:
             return
@@ -188,26 +250,20 @@ class Worker:
         await self._commit(resume)
 
     async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
+        if revoked:  # the first join revokes nothing
+            metrics.REBALANCES.labels("revoked").inc()
         mine = self._ours(revoked)
         if mine:
             await self.flush()
             self.processor.revoke(mine)
 
 
-def load_streamers(sink: Sink, path: str) -> int:
-    """Load the streamers dimension from JSON lines (the generator's output or a user's file)."""
-    import orjson
-
-    cols = ("streamer_id", "name", "platform", "province", "county", "village", "category")
-    with open(path, "rb") as f:
-        rows = [tuple(str(o.get(c, "")) for c in cols) for o in map(orjson.loads, filter(bytes.strip, f))]
-    sink.insert("streamers", cols, rows)
-    return len(rows)
-
-
 def run_worker(settings: Settings) -> None:
     """Run the worker until stopped (SIGINT/SIGTERM); used by `streamproc worker`."""
     from faust.worker import Worker as FaustWorker
 
+    wait_for_broker(settings, [settings.topic(t) for t in EVENT_TOPICS])
     worker = Worker(settings)
-    FaustWorker(worker.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    # Faust resets the root logger when it starts: hand it ours when JSON is asked for (text keeps Faust's).
+    config = logging_config(settings.log_level, settings.log_format) if settings.log_format == "json" else None
+    FaustWorker(worker.app, loglevel=settings.log_level, quiet=True, logging_config=config).execute_from_commandline()

@@ -6,18 +6,15 @@ recorded log: no loss and no double counting, whatever happened to the workers i
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from pathlib import Path
 
-
+from streamproc.chaos import Feeder, consumed, wait_for
 from streamproc.demo import reconcile, run_until_done
 from streamproc.generate import generate
-from streamproc.logfile import read_log, write_log
-from streamproc.produce import PublishResult, publish
+from streamproc.logfile import write_log
 from streamproc.settings import Settings
-from streamproc.stack import Stack, WorkerProcess, event_partitions, wait_flushed
+from streamproc.stack import Stack, event_partitions, wait_flushed
 from streamproc.broker import free_port
 
 
@@ -31,34 +28,6 @@ def test_100k_events_match_the_oracle_and_the_dead_letters_are_exactly_the_rejec
     reasons = summary["dead_letter_reasons"]
     for reason in ("late", "malformed_json", "wrong_type", "negative_amount", "future", "key_mismatch", "oversized"):
         assert reasons.get(reason, 0) > 0, reasons
-
-
-class Feeder:
-    """Publishes a log at a steady rate in the background, so that workers can be hurt mid-stream."""
-
-    def __init__(self, settings: Settings, log: Path, rate: float) -> None:
-        self.result = PublishResult()
-        self.thread = threading.Thread(
-            target=lambda: asyncio.run(publish(read_log(log), settings, rate=rate, batch=500, result=self.result)))
-
-    def __enter__(self) -> "Feeder":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.thread.join()
-
-
-def consumed(workers: list[WorkerProcess]) -> int:
-    return sum((w.status() or {}).get("counts", {}).get("consumed", 0) for w in workers if w.alive())
-
-
-def wait_for(predicate, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
 
 
 def make_log(tmp_path: Path, n: int, seed: int) -> Path:

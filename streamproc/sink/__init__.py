@@ -12,7 +12,8 @@ def open_sink(settings: Settings) -> Sink:
         from .clickhouse import ClickHouseSink
 
         return ClickHouseSink(settings.clickhouse_url, settings.clickhouse_database, settings.clickhouse_user,
-                              settings.clickhouse_password)
+                              settings.clickhouse_password, ca_file=settings.clickhouse_ca_file,
+                              timeout_s=settings.clickhouse_timeout_s)
     from .chdb import ChdbSink
 
     return ChdbSink(settings.chdb_path, settings.clickhouse_database)

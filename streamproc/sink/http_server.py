@@ -135,11 +135,19 @@ def _decompress(body: bytes, encoding: str) -> bytes:
     raise ValueError(f"unsupported Content-Encoding {encoding}")
 
 
-def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8123, user: str = "default", password: str = "") -> None:
-    """Run until interrupted; `streamproc clickhouse-server` calls this."""
+def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8123, user: str = "default", password: str = "",
+          tls_cert: str | None = None, tls_key: str | None = None) -> None:
+    """Run until interrupted; `streamproc clickhouse-server` calls this. HTTPS when given a certificate."""
+    ssl_context = None
+    if tls_cert:
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(tls_cert, tls_key)
     server = ChdbHttpServer(path, user=user, password=password)
-    log.info("embedded ClickHouse (chDB at %s) on http://%s:%d", path, host, port)
+    log.info("embedded ClickHouse (chDB at %s) on %s://%s:%d", path, "https" if ssl_context else "http", host, port)
     try:
-        web.run_app(server.app(), host=host, port=port, print=None, handle_signals=True, access_log=None)
+        web.run_app(server.app(), host=host, port=port, print=None, handle_signals=True, access_log=None,
+                    ssl_context=ssl_context)
     finally:
         server.close()

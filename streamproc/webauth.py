@@ -1,0 +1,53 @@
+"""Bearer-token access to the worker's web server, as one aiohttp middleware over every route.
+
+With ``STREAMPROC_WEB_TOKEN`` (or ``_FILE``) set, every request (API, page, /status and /metrics alike)
+must carry ``Authorization: Bearer <token>``; Prometheus sends one with ``authorization:
+credentials_file`` in its scrape config. A browser opens the page once as ``/?token=<token>``, which
+sets an HttpOnly cookie the page's own API calls then carry. Comparison is constant-time, and a
+refused request learns nothing but 401. Without a token the server is open, which is why it binds to
+127.0.0.1 unless ``STREAMPROC_WEB_HOST`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+COOKIE = "streamproc_token"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def bearer_middleware(token: str) -> Any:
+    expected = token.encode()
+
+    def matches(candidate: str | None) -> bool:
+        return candidate is not None and hmac.compare_digest(candidate.encode(), expected)
+
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer ") and matches(header[7:].strip()):
+            return await handler(request)
+        if matches(request.cookies.get(COOKIE)):
+            return await handler(request)
+        if request.path == "/" and matches(request.query.get("token")):
+            response = web.HTTPFound("/")  # drop the token from the address bar and history
+            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
+            return response
+        return web.json_response({"error": "unauthorized: send Authorization: Bearer <STREAMPROC_WEB_TOKEN>"},
+                                 status=401, headers={"WWW-Authenticate": 'Bearer realm="streamproc"'})
+
+    return require_token
+
+
+def install(app: Any, token: str) -> None:
+    """Guard every route of the Faust ``app``'s web server with ``token`` (nothing if it is empty)."""
+    if token:
+        app.web.web_app.middlewares.append(bearer_middleware(token))
+        log.info("web server requires a bearer token")
