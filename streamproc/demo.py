@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,18 @@ from .deadletter import original_value
 from .logfile import read_log, write_log
 from .produce import publish
 from .settings import Settings
+from .broker import free_port
 from .stack import Stack, event_partitions, read_topic, wait_flushed
 from .topics import DEADLETTER
 
 
 def run_until_done(settings: Settings, *, events: int = 100_000, seed: int = 1, log: str | None = None,
-                   keep: bool = False) -> dict[str, Any]:
-    """Feed, flush, reconcile; returns the summary (``oracle_match`` is the verdict)."""
+                   keep: bool = False, chaos: dict[str, float] | None = None) -> dict[str, Any]:
+    """Feed, flush, reconcile; returns the summary (``oracle_match`` is the verdict).
+
+    ``chaos`` (``chaos.parse_chaos``) hurts the pipeline meanwhile; the summary then carries the
+    measured recovery figures under ``"chaos"``.
+    """
     from .generate import build_streamers, generate, streamers_to_jsonl
 
     run_dir = Path(settings.data_dir) / "demo"
@@ -45,19 +49,32 @@ def run_until_done(settings: Settings, *, events: int = 100_000, seed: int = 1, 
     else:
         events = sum(1 for _ in read_log(log))
 
-    with Stack(settings, run_dir / "logs") as stack:
+    chaos = chaos or {}
+    if chaos.get("kill-worker"):  # static membership: a restarted worker takes its partitions back at once
+        settings = settings.replace(group_instance_id=settings.group_instance_id or "demo-worker")
+    shared_sink = free_port() if chaos.get("sink-outage") else None  # a sink process that can fail
+    figures: dict[str, Any] = {}
+    with Stack(settings, run_dir / "logs", shared_sink_port=shared_sink) as stack:
         worker = stack.worker().start()
         try:
             worker.wait_assigned(event_partitions())
             started = time.monotonic()
-            sent = asyncio.run(publish(read_log(log), stack.settings))
+            if chaos:
+                from .chaos import run_chaos
+
+                worker, sent, figures = run_chaos(stack, worker, log, events, chaos, seed)
+            else:
+                sent = asyncio.run(publish(read_log(log), stack.settings))
             done_at = wait_flushed([worker], sent.last_offsets, timeout_s=max(120, events / 500))
             elapsed = done_at - started
-            dead = asyncio.run(read_topic(stack.settings, DEADLETTER))
+            # a crash may dead-letter a replayed message twice, under the same key: count it once
+            dead = list({m.key: m for m in reversed(asyncio.run(read_topic(stack.settings, DEADLETTER)))}.values())
         finally:
             worker.stop()
     summary = reconcile(settings, log, dead_letters=dead)
     summary.update(events=events, events_per_s=round(events / elapsed, 1), seconds=round(elapsed, 2))
+    if chaos:
+        summary["chaos"] = figures
     return summary
 
 
@@ -106,7 +123,7 @@ def run_live(settings: Settings, *, rate: float = 2000, seed: int = 1) -> None:
             feeder = _Feeder(stack.settings, records, rate)
             feeder.start()
             while True:
-                _show(worker.url, rate)
+                _show(worker, rate)
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
@@ -126,12 +143,11 @@ class _Feeder:
         self.thread.start()
 
 
-def _show(url: str, rate: float) -> None:
+def _show(worker: Any, rate: float) -> None:
     boards = {}
     for metric in ("gmv", "views", "likes"):
         try:
-            with urllib.request.urlopen(f"{url}/api/top?metric={metric}&seconds=300&limit=10", timeout=2) as r:
-                boards[metric] = json.loads(r.read())
+            boards[metric] = json.loads(worker.get(f"/api/leaderboard?metric={metric}&window=5m&limit=10"))["rows"]
         except OSError:
             boards[metric] = []
     out = ["\x1b[2J\x1b[H", f"streamproc live — last 5 min of event time — feeding {rate:.0f} events/s — Ctrl-C to stop\n"]
