@@ -1,0 +1,180 @@
+"""The benchmark's input: seeded generator logs, cached on disk, and filling topics with them fast.
+
+Generating a million simulated events takes longer than consuming them, so each (events, streamers,
+seed) corpus is written once under ``benchmarks/.work/corpus`` and read back on later runs. The log is
+the project's recorded-log format, so ``demo.reconcile`` can check a run against the SQL oracle.
+
+Filling goes around ``produce.publish``: that path awaits every send, which caps it at a few ten
+thousand records/s, while here whole per-partition record batches are built and sent, so filling a
+topic costs seconds, not the run's budget. Packed messages are built by ``streamproc.pack``, the format
+producers use. Keys are partitioned with murmur2, as every Kafka client does, so a streamer's events
+land where a live producer would put them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+from streamproc.generate import generate
+from streamproc.logfile import LogRecord, read_log, write_log
+from streamproc.settings import Settings
+from streamproc.topics import EVENT_TOPICS, partitions_of
+
+WORK_DIR = Path(__file__).resolve().parent / ".work"
+BATCH_BYTES = 1 << 20
+
+
+def corpus_log(n_events: int, n_streamers: int, seed: int = 1, cache_dir: Path | None = None) -> Path:
+    """Path of the generated log of ``n_events`` for ``n_streamers`` (generated now if not cached)."""
+    cache_dir = cache_dir or WORK_DIR / "corpus"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"events-{n_events}-s{n_streamers}-seed{seed}.jsonl.zst"
+    if not path.exists():
+        tmp = path.with_name(f".{os.getpid()}-{path.name}")  # same suffix: same compression
+        write_log(tmp, generate(n_events, seed=seed, n_streamers=n_streamers))
+        tmp.rename(path)
+    return path
+
+
+def load(path: Path, limit: int | None = None) -> list[LogRecord]:
+    out = []
+    for rec in read_log(path):
+        if limit is not None and len(out) >= limit:
+            break
+        out.append(rec)
+    return out
+
+
+@dataclass
+class Filled:
+    """What one fill put on the broker: the caught-up mark for every consumer measured on it."""
+
+    prefix: str
+    events: int
+    messages: int
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (logical topic, partition)
+    seconds: float = 0.0
+    value_bytes: int = 0
+
+    def offsets_arg(self) -> dict[str, int]:
+        """``{"topic/partition": last offset}`` with full topic names, for a child process."""
+        return {f"{self.prefix}{t}/{p}": o for (t, p), o in self.last_offsets.items()}
+
+
+async def fill(settings: Settings, records: Iterable[LogRecord]) -> Filled:
+    """Send every record as one message, in log order per partition, acknowledged by the broker."""
+    parts = {t: partitions_of(t) for t in EVENT_TOPICS}
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5,
+                                max_batch_size=BATCH_BYTES, max_request_size=4 * BATCH_BYTES)
+    await producer.start()
+    started = time.monotonic()
+    result = Filled(settings.topic_prefix, 0, 0)
+    partition_of: dict[bytes | None, int] = {}
+    builders: dict[tuple[str, int], object] = {}
+    pending: list[asyncio.Future] = []
+
+    async def send(tp: tuple[str, int], batch: object) -> None:
+        pending.append(await producer.send_batch(batch, settings.topic(tp[0]), partition=tp[1]))
+
+    try:
+        for rec in records:
+            p = partition_of.get(rec.key)
+            if p is None:
+                p = partition_of[rec.key] = (murmur2(rec.key or b"") & 0x7FFFFFFF) % parts[rec.topic]
+            tp = (rec.topic, p)
+            batch = builders.get(tp)
+            if batch is None:
+                batch = builders[tp] = producer.create_batch()
+            if batch.append(key=rec.key, value=rec.value, timestamp=rec.ts) is None:  # full: send it
+                await send(tp, batch)
+                batch = builders[tp] = producer.create_batch()
+                batch.append(key=rec.key, value=rec.value, timestamp=rec.ts)
+            result.last_offsets[tp] = result.last_offsets.get(tp, -1) + 1  # fresh topics: offsets from 0
+            result.events += 1
+            result.value_bytes += len(rec.value)
+        for tp, batch in builders.items():
+            await send(tp, batch)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    result.messages = result.events
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def pack_supported() -> bool:
+    return importlib.util.find_spec("streamproc.pack") is not None
+
+
+async def fill_packed(settings: Settings, records: list[LogRecord], pack: int) -> Filled:
+    """Up to ``pack`` events of one streamer per message, in the producers' pack format (JSON lines)."""
+    from streamproc.pack import pack_records
+
+    packs = list(pack_records(records, pack))
+    result = await fill(settings, packs)
+    result.messages, result.events = len(packs), len(records)
+    result.value_bytes = sum(len(r.value) for r in records)
+    return result
+
+
+def spread(records: list[LogRecord], n_streamers: int) -> list[LogRecord]:
+    """The same events dealt round-robin to ``n_streamers`` streamers (event i to streamer i mod n).
+
+    Why not generate a corpus per count: the simulator's rooms follow a Zipf audience and many are dark,
+    so "100,000 streamers" yields far fewer active ones. Dealing the same events out makes every one of
+    the n streamers active with the same event mix and time span, so only the number of keys (open
+    windows, rows per flush) changes between runs. Key and ``streamer_id`` move together; a message
+    whose ``streamer_id`` differed from its key (a deliberate key_mismatch) keeps differing.
+    """
+    import orjson
+
+    out = []
+    for i, rec in enumerate(records):
+        new = f"r{i % n_streamers:06d}"
+        value = rec.value
+        try:
+            obj = orjson.loads(value)
+            if type(obj) is dict and rec.key is not None and obj.get("streamer_id") == rec.key.decode():
+                obj["streamer_id"] = new
+                value = orjson.dumps(obj)
+        except (orjson.JSONDecodeError, UnicodeDecodeError):
+            pass
+        out.append(LogRecord(rec.topic, new.encode(), rec.ts, value))
+    return out
+
+
+def restamped(records: Iterable[LogRecord]) -> Iterator[LogRecord]:
+    """The records with their record timestamp set to the wall clock as each is taken for sending."""
+    for rec in records:
+        yield LogRecord(rec.topic, rec.key, int(time.time() * 1000), rec.value)
+
+
+def retimed(records: list[LogRecord], start_ms: int, rate: float) -> list[LogRecord]:
+    """Place record i at ``start_ms + i/rate`` and move its event time along (keeping its simulated delay
+    between event and send), so that event time tracks the wall clock when the records are published at
+    ``rate`` from ``start_ms``; the worker judges "future" against the record timestamp."""
+    import orjson
+
+    out = []
+    step = 1000.0 / rate
+    for i, rec in enumerate(records):
+        at = start_ms + int(i * step)
+        value = rec.value
+        try:
+            obj = orjson.loads(value)
+            if type(obj) is dict and type(obj.get("ts")) is int:
+                obj["ts"] += at - rec.ts
+                value = orjson.dumps(obj)
+        except orjson.JSONDecodeError:
+            pass
+        out.append(LogRecord(rec.topic, rec.key, at, value))
+    return out
