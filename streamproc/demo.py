@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -113,21 +114,27 @@ def reconcile(settings: Settings, log: str, dead_letters: list[Any] | None = Non
 
 def run_live(settings: Settings, *, rate: float = 2000, seed: int = 1) -> None:
     """Generator -> broker -> worker -> chDB, with a live top-10 in the terminal until Ctrl-C."""
-    from .generate import generate
+    from .generate import build_streamers, generate, streamers_to_jsonl
 
-    with Stack(settings, Path(settings.data_dir) / "logs") as stack:
+    run_dir = Path(settings.data_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.streamers_file:  # rooms with their names and places, as the generator sees them
+        streamers_to_jsonl(build_streamers(500, seed), run_dir / "streamers.jsonl")
+        settings = settings.replace(streamers_file=str(run_dir / "streamers.jsonl"))
+    with Stack(settings, run_dir / "logs") as stack:
         worker = stack.worker().start()
+        feeder = None
         try:
             worker.wait_assigned(event_partitions())
-            records = generate(10**9, seed=seed, start_ms=int(time.time() * 1000))
-            feeder = _Feeder(stack.settings, records, rate)
-            feeder.start()
+            feeder = _Feeder(stack.settings, generate(10**9, seed=seed, start_ms=int(time.time() * 1000)), rate)
             while True:
                 _show(worker, rate)
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
         finally:
+            if feeder is not None:
+                feeder.stop()  # before the broker goes
             worker.stop()
 
 
@@ -137,10 +144,26 @@ class _Feeder:
     def __init__(self, settings: Settings, records: Any, rate: float) -> None:
         import threading
 
-        self.thread = threading.Thread(target=lambda: asyncio.run(publish(records, settings, rate=rate)), daemon=True)
-
-    def start(self) -> None:
+        self._stopped = threading.Event()
+        feed = (r for r in records if not self._stopped.is_set())
+        self.thread = threading.Thread(target=lambda: asyncio.run(publish(feed, settings, rate=rate)), daemon=True)
         self.thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.thread.join(timeout=10)
+
+
+def _fit(text: str, width: int) -> str:
+    """Cut and pad to a terminal width: Chinese characters take two columns."""
+    out, used = [], 0
+    for ch in text:
+        w = 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        if used + w > width:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + " " * (width - used)
 
 
 def _show(worker: Any, rate: float) -> None:
@@ -151,7 +174,7 @@ def _show(worker: Any, rate: float) -> None:
         except OSError:
             boards[metric] = []
     out = ["\x1b[2J\x1b[H", f"streamproc live — last 5 min of event time — feeding {rate:.0f} events/s — Ctrl-C to stop\n"]
-    out.append(f"{'#':>2}  {'GMV (yuan)':<34} {'views':<28} {'likes':<28}")
+    out.append(f"{'#':>2}  {_fit('GMV (yuan)', 34)} {_fit('views', 30)} {'likes'}")
     for i in range(10):
         cells = []
         for metric in ("gmv", "views", "likes"):
@@ -159,9 +182,9 @@ def _show(worker: Any, rate: float) -> None:
             if i < len(rows):
                 r = rows[i]
                 value = f"{r['score'] / 100:,.2f}" if metric == "gmv" else f"{r['score']:,}"
-                cells.append(f"{(r['name'] or r['streamer_id'])[:14]:<14} {value:>12}")
+                cells.append(f"{_fit(r['name'] or r['streamer_id'], 20)} {value:>12}")
             else:
-                cells.append("")
-        out.append(f"{i + 1:>2}  {cells[0]:<34} {cells[1]:<28} {cells[2]:<28}")
+                cells.append(_fit("", 33))
+        out.append(f"{i + 1:>2}  {cells[0]}  {cells[1]}  {cells[2]}")
     sys.stdout.write("\n".join(out) + "\n")
     sys.stdout.flush()
