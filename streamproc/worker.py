@@ -1,4 +1,4 @@
-"""The Faust worker: agents for the three event topics, a flush timer, restore on assignment, web pages.
+"""The Faust worker: agents for the three event topics, a flush loop, restore on assignment, web pages.
 
 Kafka offsets are not the source of truth here: ClickHouse checkpoints are. On assignment the worker
 restores each partition from the sink and commits checkpoint + 1 to the group, so that Faust's own
@@ -173,8 +173,9 @@ class Worker:
         next_at = time.monotonic() + interval
         while not self.app.should_stop:
             await self.app.sleep(max(0.0, next_at - time.monotonic()))
-            next_at = time.monotonic() + interval
-            if next_at - interval >= self.retry_at:
+            now = time.monotonic()
+            next_at = now + interval
+            if now >= self.retry_at:  # after a failed flush, the backoff decides
                 try:
                     await self.flush()
                 except Exception:  # flush() handles sink errors itself; nothing else may end the loop
