@@ -136,12 +136,6 @@ class Sink(ABC):
 
     # -- restore ---------------------------------------------------------------------------------
 
-    def checkpoints(self) -> dict[tuple[str, int], int]:
-        return {
-            (t, int(p)): int(o)
-            for t, p, o in self.rows("SELECT src_topic, src_partition, max(last_offset) FROM checkpoints GROUP BY 1, 2")
-        }
-
     def restore(self, topic: str, partition: int, window_ms: int, lateness_ms: int, horizon_ms: int) -> PartitionRestore:
         p = {"t": topic, "p": partition, "w": window_ms, "l": lateness_ms}
         where = "src_topic = {t:String} AND src_partition = {p:UInt16}"
