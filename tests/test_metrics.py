@@ -95,6 +95,8 @@ def test_batch_counts_and_flush_metrics_equal_the_input() -> None:
     before_consumed = {(t, ty): sample("streamproc_events_consumed_total", topic=t, type=ty)
                        for t in parts for ty in (metrics.TYPE_OF_TOPIC[t], metrics.INVALID)}
     before_rejected = {r: sample("streamproc_events_rejected_total", reason=r) for r in reasons}
+    bounds = ("1.0", "60.0", "3600.0", "+Inf")
+    before_buckets = {le: sample("streamproc_freshness_seconds_bucket", le=le) for le in bounds}
 
     for topic, recs in parts.items():
         for i in range(0, len(recs), 500):
@@ -121,6 +123,9 @@ def test_batch_counts_and_flush_metrics_equal_the_input() -> None:
     assert delta("streamproc_flush_rows_total") == len(rows)
     assert delta("streamproc_freshness_seconds_count") == len(rows)
     assert delta("streamproc_freshness_seconds_sum") == pytest.approx(sum(now - ts / 1000 for ts in rows.values()))
+    for le in bounds:  # every row in the bucket its age falls in (le: less than or equal)
+        assert sample("streamproc_freshness_seconds_bucket", le=le) - before_buckets[le] == \
+            sum(1 for ts in rows.values() if max(0.0, now - ts / 1000) <= float(le)), le
     paid = [amount for (_, status), amount in first_orders.items() if status == "paid"]
     refunded = [amount for (_, status), amount in first_orders.items() if status == "refunded"]
     assert delta("streamproc_orders_paid_total") == len(paid) and delta("streamproc_gmv_paid_fen_total") == sum(paid)
