@@ -272,7 +272,6 @@ class Worker:
             await self.flush()
             self.processor.revoke(mine)
 
-
     async def _on_shutdown(self, app: Any, **_: Any) -> None:
         """A graceful stop writes what was applied, so a restart replays nothing it need not.
 
