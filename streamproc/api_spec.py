@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .query_params import PARAMS, Param
+from .query_params import PARAMS, PLACES, Param
 
 TIME = ("window", "start", "end", "as_of")
-PLACES = ("province", "county", "village", "category")
 
 # path -> (summary, query parameters)
 ENDPOINTS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 
 from . import queries
 from .metrics import REGISTRY
-from .query_params import BadParameter, Request, parse
+from .query_params import PLACES, BadParameter, Request, parse
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def parse_boards(text: str) -> list[WatchedBoard]:
         raw = {"metric": parts[0], "window": parts[1], "limit": parts[2]}
         for extra in parts[3:]:
             key, sep, value = extra.partition("=")
-            if not sep or key not in ("province", "county", "village", "category"):
+            if not sep or key not in PLACES:
                 raise BadParameter("leaderboard_boards", f"{extra!r} in {item!r} is not place=value")
             raw[key] = value
         try:

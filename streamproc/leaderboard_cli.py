@@ -17,11 +17,11 @@ import urllib.request
 from typing import Any, Callable
 
 from .queries import yuan
-from .query_params import LEVELS, METRICS, PARAMS, WINDOWS, BadParameter, parse
+from .query_params import METRICS, PARAMS, PLACES, WINDOWS, BadParameter, parse
 from .settings import Settings
 
 AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
-_QUERY_FLAGS = ("metric", "window", "start", "end", "as_of", "province", "county", "village", "category", "limit")
+_QUERY_FLAGS = ("metric", "window", "start", "end", "as_of", *PLACES, "limit")
 
 
 def add_commands(add: AddCommand, settings_of: Callable[[argparse.Namespace], Settings]) -> None:
@@ -29,10 +29,10 @@ def add_commands(add: AddCommand, settings_of: Callable[[argparse.Namespace], Se
     lb = add("leaderboard", lambda a: cmd_leaderboard(a, settings_of(a)), "top streamers (or places) by a metric")
     lb.add_argument("--metric", default="gmv", choices=METRICS)
     lb.add_argument("--window", default=None, choices=WINDOWS, help=PARAMS["window"].help)
-    for name in ("start", "end", "as_of", "province", "county", "village", "category"):
+    for name in ("start", "end", "as_of", *PLACES):
         lb.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=PARAMS[name].help)
     lb.add_argument("--limit", default="10", help=PARAMS["limit"].help)
-    lb.add_argument("--group-by", choices=LEVELS, default=None, help="rank places or categories instead of streamers")
+    lb.add_argument("--group-by", choices=PLACES, default=None, help="rank places or categories instead of streamers")
     lb.add_argument("--rising", action="store_true", help="streamers that grew most against the previous window")
     lb.add_argument("--json", action="store_true", help="print the board as JSON")
     lb.add_argument("--api", default=None, help="a worker's URL to ask (default: the sink, else the local worker)")
@@ -125,7 +125,7 @@ def render(board: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [f"{metric} · {board['window']} · until {when} (Asia/Shanghai)"]
     if args.group_by:
         header = ["#", args.group_by, "streamers", metric]
-        cells = [[str(r["rank"]), " ".join(r[c] for c in ("province", "county", "village", "category") if c in r) or "(unknown)",
+        cells = [[str(r["rank"]), " ".join(r[c] for c in PLACES if c in r) or "(unknown)",
                   str(r["streamers"]), _value(r, metric)] for r in board["rows"]]
     elif args.rising:
         header = ["#", "streamer", "region", "rank", "places", "growth"]

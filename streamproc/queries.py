@@ -336,11 +336,8 @@ def regions(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
                               **req.filters.params(), "limit": req.limit}
     cols = _LEVEL_COLUMNS[req.level]
     group = ", ".join(f"s.{c}" for c in cols)
-    score = {
-        "gmv": "gmv_fen", "orders": "orders", "views": "views", "likes": "likes",
-        "concurrent_viewers": "concurrent_viewers", "unique_viewers": "unique_viewers",
-        "conversion": "if(unique_viewers = 0, 0., orders / unique_viewers)",
-    }[req.metric]
+    score = ("if(unique_viewers = 0, 0., orders / unique_viewers)" if req.metric == "conversion"
+             else _score_key(req.metric))  # the column aliases selected below
     sql = f"""
         SELECT {group}, count() AS streamers, sum(t.gmv_fen) AS gmv_fen, sum(t.orders) AS orders,
                sum(t.views) AS views, sum(t.likes) AS likes, sum(t.concurrent_viewers) AS concurrent_viewers,

@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping
 
+from .events import TS_MAX, TS_MIN
+
 METRICS = ("gmv", "orders", "views", "unique_viewers", "likes", "concurrent_viewers", "conversion")
 WINDOWS = ("1m", "5m", "1h", "today", "session")
-LEVELS = ("province", "county", "village", "category")
+PLACES = ("province", "county", "village", "category")  # filters, and the levels a board groups by
 RISING_BY = ("value", "rank")
-PLACES = ("province", "county", "village", "category")
 
 MAX_LIMIT = 100
 MAX_RANGE_MS = 400 * 86_400_000  # hours live a year; a longer range has nothing to read
 MAX_SERIES_MS = 86_400_000  # one point a minute: at most 1,440 points
 MAX_SPARK_MIN = 120
-TS_MIN, TS_MAX = 946_684_800_000, 4_102_444_800_000  # the event contract's bounds (2000 .. 2100)
 SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")  # no daylight saving since 1991
 
 # Place names and categories: letters of any script, digits, spaces and a little punctuation. Quotes,
@@ -70,7 +70,7 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("limit", "int", f"rows to return, 1..{MAX_LIMIT}", lo=1, hi=MAX_LIMIT, default=10),
     Param("spark", "int", f"add a per-minute GMV sparkline of this many minutes to each row (0..{MAX_SPARK_MIN})",
           lo=0, hi=MAX_SPARK_MIN, default=0),
-    Param("level", "enum", "region level to group by", LEVELS, default="county"),
+    Param("level", "enum", "region level to group by", PLACES, default="county"),
     Param("by", "enum", "rising: rank by growth of the metric value or by places gained", RISING_BY, default="value"),
 )}
 

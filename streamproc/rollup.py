@@ -140,13 +140,6 @@ def run_once(sink: Sink, window_ms: int = 10_000) -> RunResult:
     return RunResult(n, seconds, state)
 
 
-def caught_up(sink: Sink) -> bool:
-    """True when every flush so far is in the rollups (a run read the marks after the last flush)."""
-    state = load_state(sink)
-    (flush, n), = sink.rows("SELECT toUnixTimestamp64Milli(max(newest_flush)), count() FROM tallies_clock")
-    return not int(n) or state.cursor - OVERLAP_MS >= int(flush)
-
-
 def register(app: Any, worker: Any, interval_s: float) -> None:
     """Run the rollup every ``interval_s`` seconds inside the worker (which owns an embedded store)."""
     import asyncio
