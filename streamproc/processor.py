@@ -142,14 +142,11 @@ class Processor:
         Partitions that had nothing in this flush get the same eviction, so a partition that went quiet
         does not keep its windows in memory for good.
         """
-        for snap in snaps:
-            st = self.states.get((snap.topic, snap.partition))
-            if st is not None:
-                st.flush_done(snap)
-        flushed = {(snap.topic, snap.partition) for snap in snaps}
+        flushed = {(snap.topic, snap.partition): snap for snap in snaps}
         for tp, st in self.states.items():
-            if tp not in flushed and st.windows:
-                st.flush_done(Snapshot(st.topic, st.partition, st.flushed_offset, [], [], []))
+            snap = flushed.get(tp)
+            if snap is not None or st.windows:
+                st.flush_done(snap)
 
     @property
     def buffered_rows(self) -> int:

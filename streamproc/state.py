@@ -187,9 +187,11 @@ class PartitionState:
         self.pending_viewers = snap.viewers + self.pending_viewers
         self.pending_orders = snap.orders + self.pending_orders
 
-    def flush_done(self, snap: Snapshot, now: float | None = None) -> int:
-        """After the sink holds ``snap``: evict windows that can no longer change or sat idle."""
-        self.flushed_offset = max(self.flushed_offset, snap.offset)
+    def flush_done(self, snap: Snapshot | None, now: float | None = None) -> int:
+        """After the sink holds ``snap`` (None: a flush with nothing of this partition), evict windows
+        that can no longer change or sat idle."""
+        if snap is not None:
+            self.flushed_offset = max(self.flushed_offset, snap.offset)
         now = time.monotonic() if now is None else now
         rules = self.rules
         idle_before = now - rules.idle_close_ms / 1000
