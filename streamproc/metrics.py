@@ -144,20 +144,21 @@ def count_rejection(reason: str) -> None:
     _REJECTED[reason].inc()
 
 
-def record_flush(snaps: Sequence[Snapshot], duration_s: float, now: float | None = None) -> None:
+def record_flush(snaps: Sequence[Snapshot], duration_s: float, now: float | None = None) -> int:
     """Everything a successful flush tells: rows, duration, freshness and the orders it made visible.
 
     Freshness is observed once per window row: ``now`` (the flush has completed, the row is visible)
     minus the newest event time in that row, i.e. how old the newest data of each updated window was
     when readers could first see it. Clock skew that puts an event ahead of ``now`` counts as 0.
     Orders are counted here rather than when applied, so the counters say what the sink holds.
+    Returns the number of window rows written.
     """
     now = time.time() if now is None else now
+    FRESHNESS.observe_many([max(0.0, now - row[_MAX_TS] / 1000) for snap in snaps for row in snap.tallies])
     rows = 0
     paid = refunded = paid_fen = refunded_fen = 0
     for snap in snaps:
         rows += len(snap.tallies)
-        FRESHNESS.observe_many([max(0.0, now - row[_MAX_TS] / 1000) for row in snap.tallies])
         for order in snap.orders:
             if order[_STATUS] == "paid":
                 paid += 1
@@ -173,6 +174,7 @@ def record_flush(snaps: Sequence[Snapshot], duration_s: float, now: float | None
                        (GMV_REFUNDED, refunded_fen)):
         if n:
             counter.inc(n)
+    return rows
 
 
 # -- state read at scrape time --------------------------------------------------------------------------

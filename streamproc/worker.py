@@ -120,7 +120,7 @@ class Worker:
                     await self._retry_batch(name, batch, exc)
                 if self.processor.dead:
                     await self._send_dead_letters()
-                if self.processor.buffered_rows + self.in_flight_rows >= limit:
+                if self.buffered_rows >= limit:
                     await self._wait_for_sink(limit)
 
         consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_')}"
@@ -151,14 +151,19 @@ class Worker:
 
     # -- flushing and backpressure ---------------------------------------------------------------
 
+    @property
+    def buffered_rows(self) -> int:
+        """Rows waiting for the sink: in the processor, plus those of a flush being written."""
+        return self.processor.buffered_rows + self.in_flight_rows
+
     async def _wait_for_sink(self, limit: int) -> None:
         """Hold the agent (and so the fetcher) while the sink is behind; never drop rows."""
         metrics.PAUSED.set(1)
-        log.warning("sink is behind: %d rows buffered, pausing consumption", self.processor.buffered_rows,
-                    extra={"event": "consumption_paused", "sink_buffered_rows": self.processor.buffered_rows})
+        log.warning("sink is behind: %d rows buffered, pausing consumption", self.buffered_rows,
+                    extra={"event": "consumption_paused", "sink_buffered_rows": self.buffered_rows})
         # Rows of a flush being written count too: a flush hanging on a dead sink must not let the
         # buffer refill behind it (it would come back to twice the limit when the flush fails).
-        while self.processor.buffered_rows + self.in_flight_rows >= limit:
+        while self.buffered_rows >= limit:
             await asyncio.sleep(0.1)
         metrics.PAUSED.set(0)
         log.info("sink caught up, resuming consumption", extra={"event": "consumption_resumed"})
@@ -202,15 +207,14 @@ class Worker:
                 self.retry_at = time.monotonic() + self.backoff
                 log.error("flush failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, self.backoff,
                           extra={"event": "flush_failed", "error": type(exc).__name__, "retry_in_seconds": self.backoff,
-                                 "sink_buffered_rows": self.processor.buffered_rows})
+                                 "sink_buffered_rows": self.buffered_rows})
                 return False
             self.backoff = 0.0
             self.in_flight_rows = 0
             duration = time.perf_counter() - started
-            metrics.record_flush(snaps, duration)  # before the eviction work: freshness ends when the write did
+            rows = metrics.record_flush(snaps, duration)  # before the eviction work: freshness ends when the write did
             self.processor.flush_done(snaps)
-            log.debug("flush", extra={"event": "flush", "flush_rows": sum(len(s.tallies) for s in snaps),
-                                       "flush_duration_seconds": round(duration, 6)})
+            log.debug("flush", extra={"event": "flush", "flush_rows": rows, "flush_duration_seconds": round(duration, 6)})
             await self._commit({(s.topic, s.partition): s.offset + 1 for s in snaps if s.offset >= 0})
             return True
 
@@ -228,7 +232,7 @@ class Worker:
     def metric_state(self) -> metrics.StateView:
         """What /metrics reports about memory and lag, computed only when Prometheus scrapes."""
         view = metrics.StateView(assigned_partitions=len(self.processor.states),
-                                 buffered_rows=self.processor.buffered_rows + self.in_flight_rows)
+                                 buffered_rows=self.buffered_rows)
         streamers: set[str] = set()
         for (topic, part), st in self.processor.states.items():
             view.open_windows += len(st.windows)
