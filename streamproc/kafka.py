@@ -150,13 +150,16 @@ class BrokerWatch:
     def __init__(self, settings: Settings, timeout_s: float = 4.0) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
+        # Settings are frozen: build the client arguments (and any TLS context, which reads the CA
+        # bundle) once, not on every check.
+        self.client_kwargs = {**client_kwargs(settings), "request_timeout_ms": int(timeout_s * 1000)}
         self.down_since: float | None = None
 
     async def check(self) -> bool:
         from aiokafka.client import AIOKafkaClient
 
         started = time.monotonic()
-        client = AIOKafkaClient(**client_kwargs(self.settings), request_timeout_ms=int(self.timeout_s * 1000))
+        client = AIOKafkaClient(**self.client_kwargs)
         try:
             await asyncio.wait_for(client.bootstrap(), self.timeout_s)
         except Exception as exc:
