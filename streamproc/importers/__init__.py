@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from ..generate import Streamer, streamers_to_jsonl
 from . import generic, rees46, taobao
 from .core import ImportFailed, Report, run_import
 
@@ -56,11 +55,9 @@ def import_file(
     report = Report(format=fmt, input=str(input), out=str(out))
     rooms = run_import(report, rows, prefix=prefix, from_ms=from_ms, to_ms=to_ms, visit_idle_ms=visit_idle_ms,
                        rejects=str(rejects) if rejects else None, strict=strict)
-    if streamers_out:
-        with open(streamers_out, "wb") as f:
-            for room, category in sorted(rooms.items()):
-                f.write(orjson.dumps({"streamer_id": room, "name": f"{fmt} {room}", "platform": PLATFORM[fmt],
-                                      "province": "", "county": "", "village": "", "category": category}) + b"\n")
+    if streamers_out:  # the dimension in the generator's format: rooms have no place in these datasets
+        streamers_to_jsonl((Streamer(room, f"{fmt} {room}", PLATFORM[fmt], "", "", "", category)
+                            for room, category in sorted(rooms.items())), streamers_out)
     return report.to_dict()
 
 
