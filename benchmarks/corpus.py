@@ -14,7 +14,6 @@ land where a live producer would put them.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from aiokafka.partitioner import murmur2
 
 from streamproc.generate import generate
 from streamproc.logfile import LogRecord, read_log, write_log
+from streamproc.pack import pack_records
 from streamproc.settings import Settings
 from streamproc.topics import EVENT_TOPICS, partitions_of
 
@@ -111,14 +111,8 @@ async def fill(settings: Settings, records: Iterable[LogRecord]) -> Filled:
     return result
 
 
-def pack_supported() -> bool:
-    return importlib.util.find_spec("streamproc.pack") is not None
-
-
 async def fill_packed(settings: Settings, records: list[LogRecord], pack: int) -> Filled:
     """Up to ``pack`` events of one streamer per message, in the producers' pack format (JSON lines)."""
-    from streamproc.pack import pack_records
-
     packs = list(pack_records(records, pack))
     result = await fill(settings, packs)
     result.messages, result.events = len(packs), len(records)

@@ -18,6 +18,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from benchmarks.procstat import self_cpu_seconds, self_peak_rss_bytes  # run with PYTHONPATH at the repo (run.child)
+
 
 def main(argv: list[str] | None = None) -> int:
     from quixstreams import Application
@@ -49,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def count(value: Any) -> None:
         if mark["n"] == 0:
-            mark["t0"], mark["cpu0"] = time.perf_counter(), _cpu()
+            mark["t0"], mark["cpu0"] = time.perf_counter(), self_cpu_seconds()
         mark["n"] += 1
         if mark["n"] >= a.events:
             result = {"events": int(mark["n"]), "seconds": time.perf_counter() - mark["t0"],
-                      "cpu_s": _cpu() - mark["cpu0"],
-                      "peak_rss_bytes": _peak_rss_bytes()}
+                      "cpu_s": self_cpu_seconds() - mark["cpu0"],
+                      "peak_rss_bytes": self_peak_rss_bytes()}
             sys.stdout.write(json.dumps(result) + "\n")
             sys.stdout.flush()
             os._exit(0)
@@ -65,16 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         events=agg.Count(), likes=agg.Sum("count"), amount_fen=agg.Sum("amount_fen")).current()
     app.run()
     return 1
-
-
-def _peak_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from streamproc.logfile import write_log
 from streamproc.settings import Settings
 from streamproc.topics import EVENT_TOPICS, create_topics
 
-from .corpus import WORK_DIR, Filled, corpus_log, fill, fill_packed, load, pack_supported, spread
+from .corpus import WORK_DIR, Filled, corpus_log, fill, fill_packed, load, spread
 from .endtoend import Measured, freshness, scale_out, single_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,14 +146,12 @@ def consumers(a: argparse.Namespace, work: Path, results: dict[str, Any]) -> Non
                              "bytes_per_event": round(filled.value_bytes / filled.events, 1),
                              "fill_events_per_s": round(filled.events / filled.seconds)}
         packed: Filled | None = None
-        if a.pack > 1 and pack_supported():
+        if a.pack > 1:
             psettings = base.replace(topic_prefix=f"pack{a.pack}.")
             asyncio.run(create_topics(psettings))
             packed = guarded("fill_packed", results, lambda: asyncio.run(fill_packed(psettings, records, a.pack)))
             if packed:
                 log(f"filled {packed.events} events in {packed.messages} messages of up to {a.pack}")
-        elif a.pack > 1:
-            results.setdefault("failures", {})["worker_batched"] = "this streamproc has no packs (streamproc.pack)"
         topics = [single.topic(t) for t in EVENT_TOPICS]
 
         def baseline(kind: str, on: Filled) -> Callable[[int], Measured]:
