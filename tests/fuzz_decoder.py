@@ -18,10 +18,7 @@ with atheris.instrument_imports():
 
 import orjson  # noqa: E402
 
-from event_judge import conforms  # noqa: E402
-
-TOPICS = ("live.views", "live.likes", "live.orders")
-TS = 1_763_900_000_000
+from event_judge import MAX_BYTES, MAX_FUTURE, TOPICS, TS, conforms  # noqa: E402
 
 
 def one_input(data: bytes) -> None:
@@ -29,8 +26,8 @@ def one_input(data: bytes) -> None:
         return
     topic, value = TOPICS[data[0] % 3], data[1:]
     key = b"s1"
-    verdict = decode(value, topic, key, TS, max_bytes=65_536, max_future_ms=300_000)
-    valid = conforms(value, topic, key, TS, max_bytes=65_536, max_future_ms=300_000)
+    verdict = decode(value, topic, key, TS, max_bytes=MAX_BYTES, max_future_ms=MAX_FUTURE)
+    valid = conforms(value, topic, key, TS, max_bytes=MAX_BYTES, max_future_ms=MAX_FUTURE)
     if isinstance(verdict, Rejection):
         if verdict.reason not in REASONS:
             raise AssertionError(f"unknown reason {verdict.reason!r}")

@@ -20,7 +20,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
 
-from event_judge import conforms
+from event_judge import MAX_BYTES, MAX_FUTURE, TOPICS, TS, conforms
 from streamproc.deadletter import original_key, original_value
 from streamproc.events import REASONS, Rejection, decode
 from streamproc.processor import Processor
@@ -28,9 +28,6 @@ from streamproc.settings import Settings
 from streamproc.state import EVENTS, PartitionState
 
 HERE = Path(__file__).resolve().parent
-TOPICS = ("live.views", "live.likes", "live.orders")
-TS = 1_763_900_000_000
-MAX_BYTES, MAX_FUTURE = 65_536, 300_000
 
 BASE = {
     "view": {"schema_version": 1, "type": "view", "event_id": "e-1", "ts": TS, "streamer_id": "s1",
