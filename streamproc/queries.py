@@ -516,13 +516,14 @@ def streamer(sink: Sink, streamer_id: str, spec: TimeSpec, clk: Clock | None = N
     board = leaderboard(sink, Request(metric="gmv", time=_not_session(spec), filters=f, limit=1), clk)
     session = session_board(sink, Request(metric="gmv", time=TimeSpec("session", as_of=spec.as_of), filters=f,
                                           limit=1), clk)
-    info = _dimension(sink, [streamer_id]).get(streamer_id)
-    if info is None and not board.rows and not session.rows:
+    ranked = board.rows or session.rows  # a ranked row carries the dimension already (joined, '' if absent)
+    info = {c: ranked[0][c] for c in _DIM} if ranked else _dimension(sink, [streamer_id]).get(streamer_id)
+    if info is None:
         return None
     totals = board.rows[0] if board.rows else None
     return {
         "streamer_id": streamer_id,
-        **(info or dict.fromkeys(_DIM, "")),
+        **info,
         "window": {"window": board.window, "start": board.start, "end": board.end, "totals": _metrics_only(totals)},
         "session": ({"start": session.rows[0]["session_start"], "session_id": session.rows[0]["session_id"],
                      "totals": _metrics_only(session.rows[0])} if session.rows else None),
