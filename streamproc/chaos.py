@@ -18,8 +18,6 @@ import re
 import signal
 import threading
 import time
-import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -27,6 +25,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .logfile import read_log
 from .produce import PublishResult, publish
 from .settings import Settings
+from .sink import open_sink
 
 log = logging.getLogger(__name__)
 
@@ -172,26 +171,16 @@ def frozen(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
-def clickhouse_command(settings: Settings, sql: str) -> None:
-    """One statement over the ClickHouse HTTP interface (used to make the server refuse writes)."""
-    req = urllib.request.Request(settings.clickhouse_url + "/?" + urllib.parse.urlencode({"query": sql}), data=b"",
-                                 method="POST", headers={"X-ClickHouse-User": settings.clickhouse_user,
-                                                         "X-ClickHouse-Key": settings.clickhouse_password})
-    with urllib.request.urlopen(req, timeout=10):
-        pass
-
-
 @contextlib.contextmanager
 def writes_refused(settings: Settings) -> Iterator[None]:
     """The sink is up and answers, but every flush fails: its main table is detached meanwhile."""
-    table = f"{settings.clickhouse_database}.tallies_10s"
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\.tallies_10s", table):
-        raise ValueError(f"invalid ClickHouse database name {settings.clickhouse_database!r}")
-    clickhouse_command(settings, f"DETACH TABLE {table}")
-    try:
-        yield
-    finally:
-        clickhouse_command(settings, f"ATTACH TABLE {table}")
+    with contextlib.closing(open_sink(settings)) as sink:  # the sink checks the database name
+        table = f"{sink.database}.tallies_10s"
+        sink.command(f"DETACH TABLE {table}")
+        try:
+            yield
+        finally:
+            sink.command(f"ATTACH TABLE {table}")
 
 
 # -- the two chaos modes of the demo ----------------------------------------------------------------
