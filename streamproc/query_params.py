@@ -177,7 +177,6 @@ def parse(raw: Mapping[str, str], allowed: Iterable[str]) -> Request:
             raise BadParameter("end", f"the range may span at most {MAX_RANGE_MS // 86_400_000} days")
     spec = TimeSpec(v.get("window", PARAMS["window"].default), start, end, as_of)
     filters = Filters(**{k: v[k] for k in (*PLACES, "streamer_id") if k in v})
-    return Request(
-        metric=v.get("metric", "gmv"), time=spec, filters=filters, limit=v.get("limit", 10),
-        spark=v.get("spark", 0), level=v.get("level", "county"), by=v.get("by", "value"),
-    )
+    # defaults from PARAMS, the table the OpenAPI text is rendered from, so both say the same
+    return Request(time=spec, filters=filters,
+                   **{k: v.get(k, PARAMS[k].default) for k in ("metric", "limit", "spark", "level", "by")})
