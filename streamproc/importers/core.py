@@ -33,6 +33,7 @@ import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, NamedTuple
 
@@ -201,6 +202,29 @@ def check_id(value: str, name: str) -> Reject | None:
     if len(value) > ID_MAX_LEN:
         return Reject("bad_value", f"{name} longer than {ID_MAX_LEN} characters")
     return None
+
+
+def check_ids(*pairs: tuple[str, str]) -> Reject | None:
+    """``check_id`` over ``(value, name)`` pairs in order: the first refusal, or None."""
+    for value, name in pairs:
+        bad = check_id(value, name)
+        if bad is not None:
+            return bad
+    return None
+
+
+def plain_decimal(text: str) -> Decimal | None:
+    """A finite, non-negative decimal number written in ``text``; None for anything else."""
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() and number >= 0 else None
+
+
+def yuan_to_fen(yuan: Decimal) -> int:
+    """Yuan to fen, half a fen rounded up (as a price tag would read)."""
+    return int((yuan * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def stable_hash(*parts: str) -> int:

@@ -36,14 +36,17 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ..events import AMOUNT_MAX_FEN
-from .core import LIKE, PAID, REFUNDED, VIEW, Action, CsvTable, ImportFailed, Parsed, Reject, RowParser, Skip, check_id
+from .core import (
+    LIKE, PAID, REFUNDED, VIEW, Action, CsvTable, ImportFailed, Parsed, Reject, RowParser, Skip, check_id, check_ids,
+    plain_decimal, yuan_to_fen,
+)
 
 NAME = "generic"
 TARGETS = {"view": VIEW, "like": LIKE, "order": PAID, "refund": REFUNDED, "skip": None}
@@ -150,17 +153,14 @@ def _ts(value: Any, unit: str) -> int | None:
 
 def _amount(value: Any, unit: str) -> int | Reject:
     text = _text(value)
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        return Reject("bad_amount", text[:40])
-    if not number.is_finite() or number < 0:
+    number = plain_decimal(text)
+    if number is None:
         return Reject("bad_amount", text[:40])
     if unit == "fen":
         if number != number.to_integral_value():
             return Reject("bad_amount", f"{text[:40]} is not a whole number of fen")
         return int(number)
-    return int((number * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return yuan_to_fen(number)
 
 
 def parser(fmap: FieldMap) -> RowParser:
@@ -204,10 +204,9 @@ def parser(fmap: FieldMap) -> RowParser:
         if ts is None:
             return Reject("bad_timestamp", _text(row["ts"])[:40])
         viewer, room = _text(row["viewer_id"]), _text(row["streamer_id"])
-        for value, name in ((viewer, "viewer_id"), (room, "streamer_id")):
-            bad = check_id(value, name)
-            if bad is not None:
-                return bad
+        bad = check_ids((viewer, "viewer_id"), (room, "streamer_id"))
+        if bad is not None:
+            return bad
         session = _text(row.get("session_id")) or f"{fmap.id_prefix}-{viewer}-{room}"
         category = _text(row.get("category")) or room
         if kind in (VIEW, LIKE):

@@ -22,10 +22,9 @@ The mapping:
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from ..events import AMOUNT_MAX_FEN
-from .core import LIKE, PAID, VIEW, Action, CsvTable, Parsed, Reject, RowParser, Skip, check_id
+from .core import LIKE, PAID, VIEW, Action, CsvTable, Parsed, Reject, RowParser, Skip, check_ids, plain_decimal, yuan_to_fen
 
 NAME = "rees46"
 PREFIX = "r46"
@@ -50,13 +49,10 @@ def parse_time(text: str) -> int | None:
 
 
 def price_fen(text: str) -> int | Reject:
-    try:
-        price = Decimal(text)
-    except InvalidOperation:
+    price = plain_decimal(text)
+    if price is None:
         return Reject("bad_price", text[:40])
-    if not price.is_finite() or price < 0:
-        return Reject("bad_price", text[:40])
-    fen = int((price * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    fen = yuan_to_fen(price)
     if fen > AMOUNT_MAX_FEN:
         return Reject("bad_price", f"{text[:40]} is over the pipeline's limit of one order")
     return fen
@@ -77,10 +73,9 @@ def parser() -> RowParser:
         if ts is None:
             return Reject("bad_timestamp", row["event_time"][:40])
         user, product, cat = row["user_id"], row["product_id"], row["category_id"]
-        for value, name in ((user, "user_id"), (product, "product_id"), (cat, "category_id")):
-            bad = check_id(value, name)
-            if bad is not None:
-                return bad
+        bad = check_ids((user, "user_id"), (product, "product_id"), (cat, "category_id"))
+        if bad is not None:
+            return bad
         amount = 0
         if kind == PAID:
             fen = price_fen(row["price"])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from .core import LIKE, PAID, VIEW, Action, CsvTable, Parsed, Reject, RowParser, check_id, stable_hash
+from .core import LIKE, PAID, VIEW, Action, CsvTable, Parsed, Reject, RowParser, check_ids, stable_hash
 
 NAME = "taobao-userbehavior"
 PREFIX = "tb"
@@ -53,10 +53,9 @@ def parser() -> RowParser:
         if kind is None:
             return Reject("unknown_behavior", behavior[:40])
         user, item, cat = row["user_id"], row["item_id"], row["category_id"]
-        for value, name in ((user, "user_id"), (item, "item_id"), (cat, "category_id")):
-            bad = check_id(value, name)
-            if bad is not None:
-                return bad
+        bad = check_ids((user, "user_id"), (item, "item_id"), (cat, "category_id"))
+        if bad is not None:
+            return bad
         ts = row["timestamp"]
         if not ts.lstrip("-").isdigit():
             return Reject("bad_timestamp", ts[:40])
