@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import time
+from typing import Iterable, TypeVar
 
 import orjson
 
 from .events import Rejection
+
+M = TypeVar("M")  # a Kafka message (it has .key)
 
 
 def make_record(
@@ -56,3 +59,15 @@ def original_key(rec: dict) -> bytes | None:
     if "key_b64" in rec:
         return base64.b64decode(rec["key_b64"])
     return rec["key"].encode() if rec.get("key") is not None else None
+
+
+def distinct(messages: Iterable[M]) -> list[M]:
+    """Dead-letter messages without the repeats a crash replay adds, oldest first: a message
+    dead-lettered twice carries the same key ``topic/partition/offset/index``."""
+    seen: set[bytes] = set()
+    out = []
+    for msg in messages:
+        if msg.key not in seen:
+            seen.add(msg.key)
+            out.append(msg)
+    return out

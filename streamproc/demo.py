@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from .deadletter import original_value
+from .deadletter import distinct, original_value
 from .logfile import read_log, write_log
 from .produce import publish
 from .settings import Settings
@@ -68,8 +68,7 @@ def run_until_done(settings: Settings, *, events: int = 100_000, seed: int = 1, 
                 sent = asyncio.run(publish(read_log(log), stack.settings))
             done_at = wait_flushed([worker], sent.last_offsets, timeout_s=max(120, events / 500))
             elapsed = done_at - started
-            # a crash may dead-letter a replayed message twice, under the same key: count it once
-            dead = list({m.key: m for m in reversed(asyncio.run(read_topic(stack.settings, DEADLETTER)))}.values())
+            dead = distinct(asyncio.run(read_topic(stack.settings, DEADLETTER)))  # a crash may repeat some
         finally:
             worker.stop()
     summary = reconcile(settings, log, dead_letters=dead)

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from .deadletter import original_key, original_value
+from .deadletter import distinct, original_key, original_value
 from .events import Rejection, decode
 from .logfile import LogRecord
 from .settings import Settings
@@ -31,17 +31,10 @@ from .topics import DEADLETTER, EVENT_TOPICS
 
 
 def load_topic(settings: Settings) -> list[dict[str, Any]]:
-    """Every dead-letter record on the broker, oldest first, without the repeats a crash replay adds
-    (a message dead-lettered twice carries the same key ``topic/partition/offset/index``)."""
+    """Every dead-letter record on the broker, oldest first, without the repeats a crash replay adds."""
     from .stack import read_topic
 
-    seen: set[bytes] = set()
-    out = []
-    for msg in asyncio.run(read_topic(settings, DEADLETTER)):
-        if msg.key not in seen:
-            seen.add(msg.key)
-            out.append(orjson.loads(msg.value))
-    return out
+    return [orjson.loads(msg.value) for msg in distinct(asyncio.run(read_topic(settings, DEADLETTER)))]
 
 
 def load_file(path: str | Path) -> list[dict[str, Any]]:
