@@ -81,12 +81,18 @@ def write_log(path: str | Path, records: Iterable[LogRecord]) -> int:
 
 def read_log(path: str | Path, *, strict: bool = True, errors: list[LogLineError] | None = None) -> Iterator[LogRecord]:
     """Yield the records of a log; a bad line raises (strict) or is appended to ``errors`` and skipped."""
+    return (rec for _, rec in read_numbered(path, strict=strict, errors=errors))
+
+
+def read_numbered(path: str | Path, *, strict: bool = True, errors: list[LogLineError] | None = None,
+                  start_at: int = 1) -> Iterator[tuple[int, LogRecord]]:
+    """``read_log`` with each record's line number, from line ``start_at`` on (earlier lines unread)."""
     with open_log(path, "rb") as f:
         for line_no, raw in enumerate(f, 1):
-            if not raw.strip():
+            if line_no < start_at or not raw.strip():
                 continue
             try:
-                yield decode_line(raw, line_no)
+                yield line_no, decode_line(raw, line_no)
             except LogLineError as exc:
                 if strict:
                     raise

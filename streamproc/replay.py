@@ -28,7 +28,8 @@ from typing import Any, Iterator
 import orjson
 
 from .events import TOPIC_OF_TYPE
-from .logfile import LogLineError, LogRecord, decode_line, encode_line, open_log
+from .logfile import LogLineError, LogRecord, encode_line, open_log
+from .logfile import read_numbered as read_log_numbered  # this module's read_numbered adds the selection
 from .produce import Pacer, RatePacer, SpeedPacer, publish
 from .progress import Progress, stop_on_signals
 from .settings import Settings
@@ -139,20 +140,13 @@ def read_numbered(path: str | Path, sel: Selection, malformed: list[LogLineError
 
     A malformed line raises under ``sel.strict``, else it is appended to ``malformed`` and skipped.
     """
-    with open_log(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            if line_no < sel.start_at or not raw.strip():
-                continue
-            try:
-                rec = decode_line(raw, line_no)
-            except LogLineError as exc:
-                if sel.strict:
-                    raise ReplayError(f"{path}: {exc} (--strict)") from None
-                if malformed is not None:
-                    malformed.append(exc)
-                continue
+    records = read_log_numbered(path, strict=sel.strict, errors=malformed, start_at=sel.start_at)
+    try:
+        for line_no, rec in records:
             if sel.accepts(rec):
                 yield line_no, rec
+    except LogLineError as exc:  # only under --strict
+        raise ReplayError(f"{path}: {exc} (--strict)") from None
 
 
 def scan(path: str | Path, sel: Selection) -> Scan:
