@@ -139,6 +139,17 @@ def _describe(exc: BaseException) -> str:
     return text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
+async def topic_partitions(consumer: Any, name: str) -> list[Any]:
+    """The TopicPartitions of topic ``name``, sorted; empty if the broker does not know the topic."""
+    from aiokafka import TopicPartition
+
+    ids = consumer.partitions_for_topic(name)
+    if not ids:
+        await consumer._client.force_metadata_update()  # a fresh client may not know the topic yet
+        ids = consumer.partitions_for_topic(name)
+    return [TopicPartition(name, i) for i in sorted(ids or ())]
+
+
 class BrokerWatch:
     """Says in the log, once a check, when the brokers stop answering and when they answer again.
 

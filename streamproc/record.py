@@ -32,7 +32,7 @@ from typing import Any, Iterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .kafka import client_kwargs
+from .kafka import client_kwargs, topic_partitions
 from .logfile import LogRecord, encode_line
 from .progress import Progress, stop_on_signals
 from .settings import Settings
@@ -273,13 +273,10 @@ async def _assign(consumer: AIOKafkaConsumer, settings: Settings, topics: tuple[
     parts: list[_Partition] = []
     for logical in topics:
         name = settings.topic(logical)
-        ids = consumer.partitions_for_topic(name)
-        if not ids:
-            await consumer._client.force_metadata_update()  # a fresh client may not know the topic yet
-            ids = consumer.partitions_for_topic(name)
-        if not ids:
+        tps = await topic_partitions(consumer, name)
+        if not tps:
             raise RecordError(f"topic {name!r} does not exist")
-        parts += [_Partition(TopicPartition(name, i), logical) for i in sorted(ids)]
+        parts += [_Partition(tp, logical) for tp in tps]
     consumer.assign([p.tp for p in parts])
     await consumer.seek_to_beginning(*(p.tp for p in parts))
     for p in parts:

@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from .broker import EmbeddedBroker
-from .kafka import client_kwargs
+from .kafka import client_kwargs, topic_partitions
 from .settings import Settings
 from .topics import EVENT_TOPICS, create_topics, load_specs
 
@@ -116,12 +116,7 @@ async def read_topic(settings: Settings, topic: str, timeout_s: float = 30) -> l
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     try:
-        name = settings.topic(topic)
-        parts = consumer.partitions_for_topic(name) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()  # a fresh client may not know the topic yet
-            parts = consumer.partitions_for_topic(name) or set()
-        tps = [TopicPartition(name, p) for p in sorted(parts)]
+        tps = await topic_partitions(consumer, settings.topic(topic))
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         out: list[Any] = []
