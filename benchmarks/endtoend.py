@@ -25,7 +25,7 @@ from streamproc.broker import free_port
 from streamproc.logfile import LogRecord
 from streamproc.produce import publish
 from streamproc.settings import Settings
-from streamproc.stack import Stack, WorkerProcess, event_partitions, read_topic
+from streamproc.stack import Stack, WorkerProcess, event_partitions, flushed_offsets, read_topic
 from streamproc.topics import DEADLETTER, EVENT_TOPICS, create_topics, partitions_of
 
 from .corpus import Filled, fill, restamped, retimed
@@ -93,11 +93,8 @@ class FlushLog:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            flushed: dict[str, int] = {}
-            for w in self.workers:
-                for tp, info in _status(w).get("partitions", {}).items():
-                    flushed[tp] = max(flushed.get(tp, -1), info["flushed_offset"])
-            self.samples.append((time.time(), flushed))
+            flushed = flushed_offsets(self.workers)
+            self.samples.append((time.time(), flushed))  # stamped once the poll has answered
             self._stop.wait(POLL_S)
 
     def __enter__(self) -> "FlushLog":

@@ -26,6 +26,7 @@ from .logfile import read_log
 from .produce import PublishResult, publish
 from .settings import Settings
 from .sink import open_sink
+from .stack import event_partitions, flushed_past
 
 log = logging.getLogger(__name__)
 
@@ -210,21 +211,16 @@ def kill_and_restart(stack: Any, worker: Any, kills: int, *, rng: random.Random,
     started = time.monotonic() if started is None else started
     figures: list[KillFigures] = []
     plan = ["in-flush" if i and rng.random() < in_flush_share else "sigkill" for i in range(kills)]
-    current = [worker]  # the live worker, also when a restart fails half-way
-    try:
-        for i in range(kills):
-            figures.append(_crash_and_restart(stack, current, i, plan, rng, n_partitions, max_delay_s, started,
-                                              on_crash))
-    except BaseException:
-        current[0].kill()  # never leave behind a worker the caller does not know of
-        raise
-    return current[0], figures
+    for i in range(kills):  # a restart that fails half-way leaves its worker to the Stack, which kills it
+        worker, crash = _crash_and_restart(stack, worker, i, plan, rng, n_partitions, max_delay_s, started, on_crash)
+        figures.append(crash)
+    return worker, figures
 
 
-def _crash_and_restart(stack: Any, current: list[Any], i: int, plan: list[str], rng: random.Random,
+def _crash_and_restart(stack: Any, worker: Any, i: int, plan: list[str], rng: random.Random,
                        n_partitions: int, max_delay_s: float, started: float,
-                       on_crash: Callable[[str], None] | None) -> KillFigures:
-    worker, how = current[0], plan[i]
+                       on_crash: Callable[[str], None] | None) -> tuple[Any, KillFigures]:
+    how = plan[i]
     worker.wait_assigned(n_partitions)
     st: dict[str, Any] = {}
     if how == "in-flush":  # armed at start: wait for it to exit inside a flush
@@ -248,19 +244,15 @@ def _crash_and_restart(stack: Any, current: list[Any], i: int, plan: list[str], 
     if on_crash is not None:
         on_crash(how)
     armed = i + 1 < len(plan) and plan[i + 1] == "in-flush"
-    worker = current[0] = stack.worker(i + 1, group_instance_id=worker.settings.group_instance_id,
-                                       fault_crash_before_checkpoint=rng.randint(3, 8) if armed else 0).start()
+    worker = stack.worker(i + 1, group_instance_id=worker.settings.group_instance_id,
+                          fault_crash_before_checkpoint=rng.randint(3, 8) if armed else 0).start()
     worker.wait_assigned(n_partitions)
     restart = time.monotonic() - at
 
-    def caught_up() -> bool:
-        if not worker.alive():  # an armed worker may crash again before it caught up
-            return True
-        parts = (worker.status() or {}).get("partitions", {})
-        return all(parts.get(tp, {}).get("flushed_offset", -1) >= o for tp, o in applied.items())
-
-    catch_up = wait_for(caught_up, 120, "catch-up after a crash") - at
-    return KillFigures(how, round(at - started, 2), in_flight(st), round(restart, 2), round(catch_up, 2))
+    # an armed worker may crash again before it caught up
+    catch_up = wait_for(lambda: not worker.alive() or flushed_past([worker], applied), 120,
+                        "catch-up after a crash") - at
+    return worker, KillFigures(how, round(at - started, 2), in_flight(st), round(restart, 2), round(catch_up, 2))
 
 
 @dataclass
@@ -322,12 +314,8 @@ def sink_outage(stack: Any, worker: Any, seconds: float, *, phases: tuple[str, .
         back = time.monotonic()
         st = worker.status() or {}
         applied = {tp: p["offset"] for tp, p in st.get("partitions", {}).items()}
-
-        def drained() -> bool:
-            parts = (worker.status() or {}).get("partitions", {})
-            return all(parts.get(tp, {}).get("flushed_offset", -1) >= o for tp, o in applied.items())
-
-        figures.recover_s = round(wait_for(drained, 120, "drain after the sink came back") - back, 2)
+        figures.recover_s = round(wait_for(lambda: flushed_past([worker], applied), 120,
+                                           "drain after the sink came back") - back, 2)
         figures.rss_peak_mb = mem.peak_mb(began)
     figures.flush_failures = int(metric_values(worker)["streamproc_flush_failures_total"] - failures_before)
     return figures
@@ -371,8 +359,6 @@ def run_chaos(stack: Any, worker: Any, log_path: str, events: int, chaos: dict[s
     (SIGKILL, and now and then an exit inside a flush), each followed by a restart. Returns the live
     worker, what was published and the measured figures.
     """
-    from .stack import event_partitions
-
     kills = int(chaos.get("kill-worker", 0))
     outage = float(chaos.get("sink-outage", 0))
     feed_s = 20.0 + 3.0 * outage + 14.0 * kills  # the feed outlasts the chaos: a crash cycle takes ~13 s here

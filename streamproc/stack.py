@@ -91,17 +91,28 @@ class WorkerProcess:
         return self.proc.returncode if self.proc else None
 
 
+def flushed_offsets(workers: list[WorkerProcess]) -> dict[str, int]:
+    """Per partition ("topic/partition"), the highest offset the live workers report flushed."""
+    done: dict[str, int] = {}
+    for w in workers:
+        st = w.status() if w.alive() else None
+        for tp, info in (st or {}).get("partitions", {}).items():
+            done[tp] = max(done.get(tp, -1), info["flushed_offset"])
+    return done
+
+
+def flushed_past(workers: list[WorkerProcess], want: dict[str, int]) -> bool:
+    """Whether the live workers have flushed every partition of ``want`` up to its offset."""
+    done = flushed_offsets(workers)
+    return all(done.get(tp, -1) >= o for tp, o in want.items())
+
+
 def wait_flushed(workers: list[WorkerProcess], last_offsets: dict[tuple[str, int], int], timeout_s: float = 120) -> float:
     """Wait until the live workers together have flushed up to every produced offset; returns when."""
     deadline = time.monotonic() + timeout_s
     want = {f"{t}/{p}": o for (t, p), o in last_offsets.items()}
     while time.monotonic() < deadline:
-        done: dict[str, int] = {}
-        for w in workers:
-            st = w.status() if w.alive() else None
-            for tp, info in (st or {}).get("partitions", {}).items():
-                done[tp] = max(done.get(tp, -1), info["flushed_offset"])
-        if all(done.get(tp, -1) >= o for tp, o in want.items()):
+        if flushed_past(workers, want):
             return time.monotonic()
         time.sleep(0.1)
     raise TimeoutError(f"not flushed in {timeout_s}s: want {want}")
