@@ -4,22 +4,19 @@ real worker that must put exactly one "overtook" event on live.leaderboard.chang
 from __future__ import annotations
 
 import asyncio
-import re
-import time
-import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
 
 from leaderboard_data import START_MS, get_json, publish_and_settle, start_worker
-from streamproc.broker import free_port
+from streamproc.chaos import metric_values, wait_for
 from streamproc.generate import build_streamers
 from streamproc.leaderboard_changes import TOPIC, BoardWatch, parse_boards
 from streamproc.logfile import LogRecord
 from streamproc.query_params import BadParameter
 from streamproc.settings import Settings
-from streamproc.stack import Stack, read_topic
+from streamproc.stack import Stack, WorkerProcess, read_topic
 
 
 def kinds(changes) -> list[tuple]:
@@ -65,24 +62,18 @@ def order(sid: str, n: int, ts: int, amount_fen: int) -> LogRecord:
     return LogRecord("live.orders", sid.encode(), ts + 100, orjson.dumps(ev))
 
 
-def evaluations(url: str) -> int:
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
-        m = re.search(rb"^streamproc_leaderboard_evaluations_total (\S+)$", r.read(), re.M)
-    return int(float(m.group(1))) if m else 0
+def evaluations(worker: WorkerProcess) -> float:
+    return metric_values(worker).get("streamproc_leaderboard_evaluations_total", 0)
 
 
-def wait_evaluations(url: str, n: int, timeout_s: float = 30) -> None:
-    target = evaluations(url) + n
-    deadline = time.monotonic() + timeout_s
-    while evaluations(url) < target:
-        assert time.monotonic() < deadline, "the watched boards are not being evaluated"
-        time.sleep(0.1)
+def wait_evaluations(worker: WorkerProcess, n: int, timeout_s: float = 30) -> None:
+    target = evaluations(worker) + n
+    wait_for(lambda: evaluations(worker) >= target, timeout_s, "the watched boards being evaluated")
 
 
-def test_a_scripted_overtake_publishes_exactly_one_event(tmp_path: Path) -> None:
-    settings = Settings.from_env(env={}, data_dir=str(tmp_path / "data"), embedded_broker_port=free_port(),
-                                 web_port=free_port(), flush_interval_s=0.5, rollup_interval_s=0.5,
-                                 leaderboard_boards="gmv:today:5", leaderboard_changes_interval_s=0.5)
+def test_a_scripted_overtake_publishes_exactly_one_event(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.replace(rollup_interval_s=0.5, leaderboard_boards="gmv:today:5",
+                                leaderboard_changes_interval_s=0.5)
     a, b, c = build_streamers(3, 4)
     with Stack(settings, tmp_path / "logs") as stack:
         worker = start_worker(stack, tmp_path, [a, b, c])
@@ -90,7 +81,7 @@ def test_a_scripted_overtake_publishes_exactly_one_event(tmp_path: Path) -> None
             t0 = START_MS + 3_600_000
             publish_and_settle(stack, worker, [order(a.streamer_id, 1, t0, 10_000), order(b.streamer_id, 1, t0 + 1_000, 5_000),
                                                order(c.streamer_id, 1, t0 + 2_000, 2_000)])
-            wait_evaluations(worker.url, 3)
+            wait_evaluations(worker, 3)
             board = get_json(worker.url + "/api/leaderboard?window=today&limit=5")[1]
             assert [r["streamer_id"] for r in board["rows"]] == [a.streamer_id, b.streamer_id, c.streamer_id]
             before = asyncio.run(read_topic(stack.settings, TOPIC))
@@ -98,7 +89,7 @@ def test_a_scripted_overtake_publishes_exactly_one_event(tmp_path: Path) -> None
 
             # b sells 80 yuan more: 130 > a's 100
             publish_and_settle(stack, worker, [order(b.streamer_id, 2, t0 + 60_000, 8_000)])
-            wait_evaluations(worker.url, 4)
+            wait_evaluations(worker, 4)
             new = [orjson.loads(m.value) for m in asyncio.run(read_topic(stack.settings, TOPIC))[len(before):]]
             assert len(new) == 1, new
             ev = new[0]
@@ -108,7 +99,7 @@ def test_a_scripted_overtake_publishes_exactly_one_event(tmp_path: Path) -> None
                 (a.streamer_id, 2, 10_000)
             assert ev["name"] == b.name and ev["overtaken"]["name"] == a.name
 
-            wait_evaluations(worker.url, 4)  # and nothing more while the board stays as it is
+            wait_evaluations(worker, 4)  # and nothing more while the board stays as it is
             assert len(asyncio.run(read_topic(stack.settings, TOPIC))) == len(before) + 1
         finally:
             worker.stop()

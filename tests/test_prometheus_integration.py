@@ -19,11 +19,12 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from streamproc.broker import free_port
+from streamproc.chaos import wait_for
 from streamproc.demo import reconcile
 from streamproc.generate import generate
 from streamproc.logfile import read_log, write_log
@@ -88,16 +89,6 @@ class Prometheus:
 
     def alerts(self) -> list[dict]:
         return self._get("/api/v1/alerts")["data"]["alerts"]
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise TimeoutError(f"{what}: not reached in {timeout_s}s")
 
 
 def prometheus_config(tmp_path: Path, target: str) -> Path:
