@@ -15,6 +15,7 @@ import pytest
 
 from leaderboard_data import (METRICS, START_MS, Oracle, Totals, build_log, get_json, publish_and_settle,
                               start_worker)
+from sockets import listening_hosts
 from streamproc.api_spec import ENDPOINTS
 from streamproc.settings import Settings
 from streamproc.stack import Stack
@@ -161,11 +162,5 @@ def test_openapi_describes_exactly_what_the_server_accepts(api) -> None:
 def test_the_web_server_listens_on_loopback_only(api) -> None:
     url, _, _ = api
     assert Settings.from_env(env={}).web_host == "127.0.0.1"
-    port = int(url.rsplit(":", 1)[1])
-    listening = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                listening.append(local.rsplit(":", 1)[0])
+    listening = listening_hosts(int(url.rsplit(":", 1)[1]))
     assert listening == ["0100007F"], listening  # 127.0.0.1, and nothing else

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from sockets import listening_hosts
 from streamproc.broker import free_port
 from streamproc.chaos import Feeder, wait_for
 from streamproc.demo import reconcile
@@ -198,13 +199,7 @@ def test_the_api_is_read_only_and_runs_no_sql_it_is_sent(secured: Secured) -> No
 
 def test_the_web_server_listens_on_loopback_only_by_default(secured: Secured) -> None:
     assert Settings.from_env(env={}).web_host == "127.0.0.1"
-    port = f"{secured.worker.settings.web_port:04X}"
-    listening = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            if local.endswith(":" + port) and state == "0A":  # 0A: LISTEN
-                listening.append(local.split(":")[0])
+    listening = listening_hosts(secured.worker.settings.web_port)
     assert listening == ["0100007F"], listening  # 127.0.0.1 and nothing else
 
 
