@@ -6,11 +6,13 @@ with bound parameters; the only identifiers that vary (metric, region level) com
 
 Reading a time range: it is tiled into whole hours from ``tallies_1h``, whole minutes from
 ``tallies_1m`` and the rest from ``tallies_10s FINAL`` (every 10 s row is a snapshot per source
-partition; FINAL keeps the latest and the streamer's partitions are summed here). The rollup job
-(``rollup.py``) says up to where each coarser level is complete; newer time always comes from a finer
-level: new time is on the boards as soon as it is flushed, and a late change to a minute already rolled
-up reaches them at the next rollup run.
-Unique viewers are uniq states at every level, merged over the same tiles.
+partition; FINAL keeps the latest and the streamer's partitions are summed here). A coarser level is read
+only where it is *proven* current (docs/ARCHITECTURE.md, "Rollup completeness"): a minute is read from
+``tallies_1m`` only if no write to it is newer than the last completed rollup pass (no ``rollup_marks``
+row after the pass's cursor, less the sink's visibility lag), and an hour from ``tallies_1h`` only if it was rolled as a
+whole and none of its minutes is pending. Everything else comes from the 10 s rows, so a board is exact
+as soon as a flush lands, whether or not the rollup has run since.
+Unique viewers and buyers are exact (``uniqExact``) states at every level, merged over the same tiles.
 
 Time: "now" is ``as_of``, by default the end of the newest 10 s window in the data (not the wall
 clock), so a replayed day shows its own boards. ``1m/5m/1h`` are that many whole 10 s windows ending at
@@ -18,22 +20,25 @@ clock), so a replayed day shows its own boards. ``1m/5m/1h`` are that many whole
 
 Definitions: ``views`` = viewer enters; ``unique_viewers`` = distinct viewers who entered;
 ``concurrent_viewers`` = the audience at the end of the range: the running enters - leaves count
-after the streamer's last view event in the range (0 if none); ``conversion`` = paid orders per unique
-viewer; ``gmv`` = paid minus refunded, in fen. A broadcast (``session``) is a run of a streamer's
+(a leave when nobody is counted does not decrement, so it is never negative) after the streamer's last
+view event in the range (0 if none); ``buyers`` = distinct viewers with a paid order; ``conversion`` =
+buyers / unique viewers, shown (and ranked) only from ``Request.min_audience`` unique viewers on (null
+below it, ranked last); ``gmv`` = paid minus refunded, in fen. A broadcast (``session``) is a run of a streamer's
 activity without a gap of ``SESSION_GAP_MS`` or more; tallies are kept per streamer, so the session id
 shown is the one its latest order carries.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass
 
 import orjson
 from typing import Any, Sequence
 
-from .query_params import MAX_SERIES_MS, METRICS, SHANGHAI, BadParameter, Filters, Request, TimeSpec
-from .rollup import OVERLAP_MS, STATE_NAME
+from .query_params import DEFAULT_MIN_AUDIENCE, MAX_SERIES_MS, METRICS, SHANGHAI, BadParameter, Filters, Request, TimeSpec
+from .rollup import STATE_NAME
 from .sink import Sink
 
 BUCKET_MS = 10_000
@@ -45,10 +50,15 @@ SESSION_GAP_MS = 5 * MINUTE_MS
 SESSION_LOOKBACK_MS = 24 * HOUR_MS
 _SH_OFFSET_MS = int(SHANGHAI.utcoffset(None).total_seconds() * 1000)
 
-LEVEL_SLOTS = {"10s": 4, "1m": 2, "1h": 1}  # ranges per level a tiling can produce
+# More ranges than this on one level (many scattered pending minutes) and the tiling reads the whole
+# pending stretch from 10 s rows instead: the SQL stays small, and reading finer is always exact.
+MAX_RANGES = 24
+LEVELS = ("10s", "1m", "1h")
 Tiles = dict[str, list[tuple[int, int]]]
 
-# metric -> its score over the per-streamer aggregate t (and u, unique viewers); a fixed whitelist
+# metric -> its score over the per-streamer aggregate t (and u, the audience); a fixed whitelist
+_CONVERSION = ("if(u.unique_viewers >= greatest({min_audience:UInt32}, 1), "
+               "round(u.buyers / u.unique_viewers, 6), -1.)")
 _SCORE = {
     "gmv": "t.gmv_fen",
     "orders": "t.orders",
@@ -56,9 +66,10 @@ _SCORE = {
     "likes": "t.likes",
     "concurrent_viewers": "t.concurrent_viewers",
     "unique_viewers": "u.unique_viewers",
-    "conversion": "if(u.unique_viewers = 0, 0., t.orders / u.unique_viewers)",
+    "buyers": "u.buyers",
+    "conversion": _CONVERSION,
 }
-_NEEDS_UV = {"unique_viewers", "conversion"}
+_NEEDS_AUDIENCE = {"unique_viewers", "buyers", "conversion"}
 _LEVEL_COLUMNS = {
     "province": ("province",),
     "county": ("province", "county"),
@@ -82,14 +93,18 @@ _STREAMERS = "(SELECT streamer_id, " + ", ".join(_DIM) + " FROM streamers FINAL)
 
 @dataclass(frozen=True)
 class Clock:
-    """Where the data and the rollups stand; epoch ms, 0 when there is nothing yet."""
+    """Where the data and the rollups stand; epoch ms, 0 when there is nothing yet.
+
+    ``pending_minutes`` are the minutes written since the last completed rollup pass (less the
+    overlap): their rolled rows may be stale, so they are read from the 10 s level.
+    """
 
     newest_end: int
     newest_event: int
     newest_flush: int
-    minutes_upto: int
     hours_upto: int
     rollup_cursor: int
+    pending_minutes: tuple[int, ...] = ()
 
 
 _CLOCKS: dict[int, tuple[float, Clock]] = {}
@@ -108,16 +123,20 @@ def clock(sink: Sink, max_age_s: float = 0.0) -> Clock:
 
 
 def _read_clock(sink: Sink) -> Clock:
-    (nw, ne, nf, n, mu, hu, cur), = sink.rows(
+    (nw, ne, nf, n, hu, cur), = sink.rows(
         "SELECT toUnixTimestamp64Milli(max(newest_window)), toUnixTimestamp64Milli(max(newest_event)), "
         "toUnixTimestamp64Milli(max(newest_flush)), count(), "
-        "(SELECT toInt64(argMax(minutes_upto, updated_at)) * 1000 FROM rollup_state WHERE name = {n:String}), "
         "(SELECT toInt64(argMax(hours_upto, updated_at)) * 1000 FROM rollup_state WHERE name = {n:String}), "
         "(SELECT toUnixTimestamp64Milli(argMax(cursor, updated_at)) FROM rollup_state WHERE name = {n:String}) "
         "FROM tallies_clock", {"n": STATE_NAME})
     if not int(n):
-        return Clock(0, 0, 0, 0, 0, 0)
-    return Clock(int(nw) + BUCKET_MS, int(ne), int(nf), int(mu), int(hu), int(cur))
+        return Clock(0, 0, 0, 0, 0)
+    # after the cursor was read: a pass that completes in between only makes this set larger than needed
+    pending = tuple(int(m) for m, in sink.rows(
+        "SELECT DISTINCT toInt64(toUnixTimestamp(minute)) * 1000 AS m FROM rollup_marks "
+        "WHERE marked_at > fromUnixTimestamp64Milli({since:Int64}, 'UTC') ORDER BY m",
+        {"since": max(0, int(cur) - sink.visibility_lag_ms)}))
+    return Clock(int(nw) + BUCKET_MS, int(ne), int(nf), int(hu), int(cur), pending)
 
 
 def _ceil(t: int, step: int) -> int:
@@ -137,98 +156,125 @@ def resolve(spec: TimeSpec, clk: Clock) -> tuple[int, int]:
     return end - WINDOW_MS[spec.window], end
 
 
-def tiles(start: int, end: int, minutes_upto: int, hours_upto: int) -> Tiles:
-    """Cover [start, end) with whole hours and minutes where those rollups are complete, else 10 s."""
-    out: Tiles = {"10s": [], "1m": [], "1h": []}
+def tiles(start: int, end: int, clk: Clock, hours: bool = True) -> Tiles:
+    """Cover [start, end) once: whole hours from the hour level where ``clk`` proves them current,
+    whole minutes from the minute level where not pending, the rest from 10 s rows."""
+    pending = sorted(clk.pending_minutes)
+    t = _cover(start, end, clk.hours_upto if hours else 0, pending)
+    if max(len(r) for r in t.values()) > MAX_RANGES:
+        inside = [m for m in pending if start - MINUTE_MS < m < end]
+        t = _cover(start, end, clk.hours_upto if hours else 0, list(range(inside[0], inside[-1] + 1, MINUTE_MS)))
+    return t
 
-    def fine(a: int, b: int) -> None:
-        ms, me = _ceil(a, MINUTE_MS), min(b - b % MINUTE_MS, minutes_upto)
-        if ms < me:
-            out["1m"].append((ms, me))
-            out["10s"] += [(x, y) for x, y in ((a, ms), (me, b)) if x < y]
-        elif a < b:
-            out["10s"].append((a, b))
 
-    hs, he = _ceil(start, HOUR_MS), min(end - end % HOUR_MS, hours_upto)
-    if hs < he:
-        out["1h"].append((hs, he))
-        fine(start, hs)
-        fine(he, end)
-    else:
-        fine(start, end)
+def _cover(start: int, end: int, hours_upto: int, pending: list[int]) -> Tiles:
+    out: Tiles = {level: [] for level in LEVELS}
+    pending_set = set(pending)
+
+    def add(level: str, a: int, b: int) -> None:
+        ranges = out[level]
+        if ranges and ranges[-1][1] == a:
+            ranges[-1] = (ranges[-1][0], b)
+        else:
+            ranges.append((a, b))
+
+    t = start
+    while t < end:
+        if (t % HOUR_MS == 0 and t + HOUR_MS <= min(end, hours_upto)
+                and bisect.bisect_left(pending, t) == bisect.bisect_left(pending, t + HOUR_MS)):
+            add("1h", t, t + HOUR_MS)
+            t += HOUR_MS
+        elif t % MINUTE_MS == 0 and t + MINUTE_MS <= end and t not in pending_set:
+            add("1m", t, t + MINUTE_MS)
+            t += MINUTE_MS
+        else:
+            step = min(end, t - t % MINUTE_MS + MINUTE_MS)
+            add("10s", t, step)
+            t = step
     return out
 
 
 def _tile_params(prefix: str, t: Tiles) -> dict[str, int]:
     p: dict[str, int] = {}
-    for level, n in LEVEL_SLOTS.items():
-        ranges = t[level] + [(0, 0)] * (n - len(t[level]))
-        for i, (a, b) in enumerate(ranges):
-            div = 1 if level == "10s" else 1000
+    for level in LEVELS:
+        div = 1 if level == "10s" else 1000
+        for i, (a, b) in enumerate(t[level]):
             p[f"{prefix}{level}_a{i}"], p[f"{prefix}{level}_b{i}"] = a // div, b // div
     return p
 
 
-def _in_tiles(prefix: str, level: str, column: str) -> str:
+def _in_tiles(prefix: str, t: Tiles, level: str, column: str) -> str:
+    """``column`` inside one of the level's ranges; the ranges are bound parameters (their count only
+    shapes the text), and each is a plain comparison the primary key can use."""
     if level == "10s":
         bound = "fromUnixTimestamp64Milli({{{}:Int64}}, 'UTC')"
     else:
         bound = "toDateTime({{{}:Int64}}, 'UTC')"
     parts = [
         f"({column} >= {bound.format(f'{prefix}{level}_a{i}')} AND {column} < {bound.format(f'{prefix}{level}_b{i}')})"
-        for i in range(LEVEL_SLOTS[level])
+        for i in range(len(t[level]))
     ]
-    return "(" + " OR ".join(parts) + ")"
+    return "(" + (" OR ".join(parts) or "0") + ")"
 
 
 # -- sources: rows of every level over a tiling, one streamer or all ---------------------------------
 
 _ONE = "({f_streamer:String} = '' OR streamer_id = {f_streamer:String})"
+_LEVEL_NUMBER = {"10s": 0, "1m": 1, "1h": 2}
 
 
-def _tally_rows(prefix: str, hours: bool = True) -> str:
+def _union(t: Tiles, select: dict[str, str]) -> str:
+    """One SELECT per level that has ranges, UNION ALL, each with its level number where it says
+    ``@lvl``; a tiling with no ranges at all still yields valid, empty SQL."""
+    levels = [lv for lv in LEVELS if t[lv]] or ["10s"]
+    return " UNION ALL ".join(select[lv].replace("@lvl", str(_LEVEL_NUMBER[lv])) for lv in levels)
+
+
+def _tally_rows(prefix: str, t: Tiles) -> str:
     """Rows (streamer_id, lvl = 0/1/2 for 10 s/minute/hour, m = minute or hour start, counts,
     concurrent_close, close_at) over the tiles."""
     cols = "enters, likes, orders_paid, gmv_fen, concurrent_close"
-    parts = [
-        f"SELECT streamer_id, 0 AS lvl, toStartOfMinute(window_start) AS m, {cols}, "
-        "if(enters + leaves > 0, window_start, toDateTime64(0, 3, 'UTC')) AS close_at "
-        f"FROM tallies_10s FINAL WHERE {_ONE} AND {_in_tiles(prefix, '10s', 'window_start')}",
-        f"SELECT streamer_id, 1 AS lvl, bucket AS m, {cols}, close_at FROM tallies_1m FINAL "
-        f"WHERE {_ONE} AND {_in_tiles(prefix, '1m', 'bucket')}",
-    ]
-    if hours:
-        parts.append(f"SELECT streamer_id, 2 AS lvl, bucket AS m, {cols}, close_at FROM tallies_1h FINAL "
-                     f"WHERE {_ONE} AND {_in_tiles(prefix, '1h', 'bucket')}")
-    return " UNION ALL ".join(parts)
+    rolled = "SELECT streamer_id, @lvl AS lvl, bucket AS m, {cols}, close_at FROM tallies_{level} FINAL " \
+             "WHERE {one} AND {where}"
+    return _union(t, {
+        "10s": f"SELECT streamer_id, @lvl AS lvl, toStartOfMinute(window_start) AS m, {cols}, "
+               "if(enters + leaves > 0, window_start, toDateTime64(0, 3, 'UTC')) AS close_at "
+               f"FROM tallies_10s FINAL WHERE {_ONE} AND {_in_tiles(prefix, t, '10s', 'window_start')}",
+        **{lv: rolled.format(cols=cols, level=lv, one=_ONE, where=_in_tiles(prefix, t, lv, "bucket"))
+           for lv in ("1m", "1h")},
+    })
 
 
-def _viewer_rows(prefix: str, hours: bool = True, only_ids: bool = False) -> str:
-    """Rows (streamer_id, lvl, m, viewers uniq state) over the tiles."""
+def _audience_rows(prefix: str, t: Tiles, only_ids: bool = False) -> str:
+    """Rows (streamer_id, lvl, m, viewers and buyers uniqExact states) over the tiles."""
     ids = " AND has(JSONExtract({ids:String}, 'Array(String)'), streamer_id)" if only_ids else ""
-    parts = [
-        f"SELECT streamer_id, 0 AS lvl, toStartOfMinute(window_start) AS m, viewers FROM unique_viewers_10s "
-        f"WHERE {_ONE}{ids} AND {_in_tiles(prefix, '10s', 'window_start')}",
-        f"SELECT streamer_id, 1 AS lvl, bucket AS m, viewers FROM unique_viewers_1m "
-        f"WHERE {_ONE}{ids} AND {_in_tiles(prefix, '1m', 'bucket')}",
-    ]
-    if hours:
-        parts.append(f"SELECT streamer_id, 2 AS lvl, bucket AS m, viewers FROM unique_viewers_1h "
-                     f"WHERE {_ONE}{ids} AND {_in_tiles(prefix, '1h', 'bucket')}")
-    return " UNION ALL ".join(parts)
+    return _union(t, {
+        "10s": "SELECT streamer_id, @lvl AS lvl, toStartOfMinute(window_start) AS m, viewers, buyers "
+               f"FROM audience_10s WHERE {_ONE}{ids} AND {_in_tiles(prefix, t, '10s', 'window_start')}",
+        **{lv: f"SELECT streamer_id, @lvl AS lvl, bucket AS m, viewers, buyers FROM audience_{lv} "
+               f"WHERE {_ONE}{ids} AND {_in_tiles(prefix, t, lv, 'bucket')}" for lv in ("1m", "1h")},
+    })
 
 
-def _per_streamer(prefix: str) -> str:
-    return (
-        "SELECT streamer_id, sum(gmv_fen) AS gmv_fen, sum(orders_paid) AS orders, sum(enters) AS views, "
-        "sum(likes) AS likes, argMax(concurrent_close, close_at) AS concurrent_viewers "
-        f"FROM ({_tally_rows(prefix)}) GROUP BY streamer_id"
-    )
 
 
-def _uv_per_streamer(prefix: str, state: bool = False, only_ids: bool = False) -> str:
-    agg = "uniqMergeState(viewers) AS uv_state" if state else "toUInt64(uniqMerge(viewers)) AS unique_viewers"
-    return f"SELECT streamer_id, {agg} FROM ({_viewer_rows(prefix, only_ids=only_ids)}) GROUP BY streamer_id"
+def _totals(r: str = "") -> str:
+    """Per-streamer sums over tally rows (``r``: the rows' table alias with its dot, or none)."""
+    return (f"sum({r}gmv_fen) AS gmv_fen, sum({r}orders_paid) AS orders, sum({r}enters) AS views, "
+            f"sum({r}likes) AS likes, argMax({r}concurrent_close, {r}close_at) AS concurrent_viewers")
+
+
+def _audience(r: str = "") -> str:
+    return f"toUInt64(uniqExactMerge({r}viewers)) AS unique_viewers, toUInt64(uniqExactMerge({r}buyers)) AS buyers"
+
+
+def _per_streamer(prefix: str, t: Tiles) -> str:
+    return f"SELECT streamer_id, {_totals()} FROM ({_tally_rows(prefix, t)}) GROUP BY streamer_id"
+
+
+def _audience_per_streamer(prefix: str, t: Tiles, state: bool = False, only_ids: bool = False) -> str:
+    agg = "uniqExactMergeState(viewers) AS viewers, uniqExactMergeState(buyers) AS buyers" if state else _audience()
+    return f"SELECT streamer_id, {agg} FROM ({_audience_rows(prefix, t, only_ids=only_ids)}) GROUP BY streamer_id"
 
 
 # -- boards ------------------------------------------------------------------------------------------
@@ -263,20 +309,25 @@ def _ids(ids: list[str]) -> str:
     return orjson.dumps(ids).decode()
 
 
-def _conversion(orders: int, uv: int) -> float:
-    return round(orders / uv, 6) if uv else 0.0
+def conversion(buyers: int, unique_viewers: int, min_audience: int) -> float | None:
+    """Buyers per unique viewer, or None below the minimum audience: one viewer and one buyer is no
+    100 % conversion worth ranking."""
+    return round(buyers / unique_viewers, 6) if unique_viewers >= max(min_audience, 1) else None
 
 
-def _row(rank: int, r: Sequence[Any], cols: Sequence[str]) -> dict[str, Any]:
+_INTS = ("gmv_fen", "orders", "views", "likes", "concurrent_viewers", "unique_viewers", "buyers")
+
+
+def _row(rank: int, r: Sequence[Any], cols: Sequence[str], req: Request) -> dict[str, Any]:
     d = dict(zip(cols, r))
     d["rank"] = rank
-    for k in ("gmv_fen", "orders", "views", "likes", "concurrent_viewers", "unique_viewers"):
+    for k in _INTS:
         if k in d:
             d[k] = int(d[k])
     if "gmv_fen" in d:
         d["gmv_yuan"] = yuan(d["gmv_fen"])
-    if "unique_viewers" in d and "orders" in d:
-        d["conversion"] = _conversion(d["orders"], d["unique_viewers"])
+    d["conversion"] = conversion(d["buyers"], d["unique_viewers"], req.min_audience)
+    d["score"] = d["conversion"] if req.metric == "conversion" else d[_score_key(req.metric)]
     return d
 
 
@@ -286,7 +337,37 @@ def yuan(fen: int) -> str:
     return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
-_BOARD_COLS = ("streamer_id", *_DIM, "gmv_fen", "orders", "views", "likes", "concurrent_viewers", "unique_viewers")
+_BOARD_COLS = ("streamer_id", *_DIM, "gmv_fen", "orders", "views", "likes", "concurrent_viewers", "unique_viewers",
+               "buyers")
+
+
+def _query_params(req: Request, **more: Any) -> dict[str, Any]:
+    return {**req.filters.params(), "limit": req.limit, "min_audience": req.min_audience, **more}
+
+
+def _ranked(sink: Sink, req: Request, totals: str, audience: str, params: dict[str, Any],
+            audience_of: Any) -> list[tuple]:
+    """The top ``req.limit`` of per-streamer ``totals`` by the metric, dimension joined, audience
+    attached: in the ranking query when the metric needs it, else read for the top rows only
+    (``audience_of(ids)`` gives that query and its parameters)."""
+    needs = req.metric in _NEEDS_AUDIENCE
+    sql = f"""
+        SELECT t.streamer_id, {", ".join("s." + c for c in _DIM)}, t.gmv_fen, t.orders, t.views, t.likes,
+               t.concurrent_viewers, {"u.unique_viewers, u.buyers" if needs else "toUInt64(0), toUInt64(0)"},
+               {_SCORE[req.metric]} AS score
+        FROM ({totals}) AS t
+        {f"LEFT JOIN ({audience}) AS u ON u.streamer_id = t.streamer_id" if needs else ""}
+        LEFT JOIN {_STREAMERS} AS s ON s.streamer_id = t.streamer_id
+        WHERE {_PLACE_FILTER}
+        ORDER BY score DESC, t.streamer_id
+        LIMIT {{limit:UInt32}}
+    """
+    rows = [r[:-1] for r in sink.rows(sql, params)]
+    if rows and not needs:
+        aud_sql, aud_params = audience_of([r[0] for r in rows])
+        aud = {sid: (uv, b) for sid, uv, b in sink.rows(aud_sql, aud_params)}
+        rows = [(*r[:-2], *aud.get(r[0], (0, 0))) for r in rows]
+    return rows
 
 
 def leaderboard(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
@@ -295,29 +376,11 @@ def leaderboard(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
     if req.time.window == "session" and req.time.start is None:
         return session_board(sink, req, clk)
     start, end = resolve(req.time, clk)
-    params: dict[str, Any] = {**_tile_params("c", tiles(start, end, clk.minutes_upto, clk.hours_upto)),
-                              **req.filters.params(), "limit": req.limit}
-    needs_uv = req.metric in _NEEDS_UV
-    uv_join = f"LEFT JOIN ({_uv_per_streamer('c')}) AS u ON u.streamer_id = t.streamer_id" if needs_uv else ""
-    sql = f"""
-        SELECT t.streamer_id, {", ".join("s." + c for c in _DIM)}, t.gmv_fen, t.orders, t.views, t.likes,
-               t.concurrent_viewers, {"u.unique_viewers" if needs_uv else "toUInt64(0)"}, {_SCORE[req.metric]} AS score
-        FROM ({_per_streamer('c')}) AS t
-        {uv_join}
-        LEFT JOIN {_STREAMERS} AS s ON s.streamer_id = t.streamer_id
-        WHERE {_PLACE_FILTER}
-        ORDER BY score DESC, t.streamer_id
-        LIMIT {{limit:UInt32}}
-    """
-    rows = sink.rows(sql, params)
-    if rows and not needs_uv:
-        uv = dict(sink.rows(_uv_per_streamer("c", only_ids=True), {**params, "ids": _ids([r[0] for r in rows])}))
-        rows = [(*r[:-2], uv.get(r[0], 0), r[-1]) for r in rows]
-    out = []
-    for i, r in enumerate(rows):
-        d = _row(i + 1, r[:-1], _BOARD_COLS)
-        d["score"] = d["conversion"] if req.metric == "conversion" else d[_score_key(req.metric)]
-        out.append(d)
+    t = tiles(start, end, clk)
+    params = _query_params(req, **_tile_params("c", t))
+    rows = _ranked(sink, req, _per_streamer("c", t), _audience_per_streamer("c", t), params,
+                   lambda ids: (_audience_per_streamer("c", t, only_ids=True), {**params, "ids": _ids(ids)}))
+    out = [_row(i + 1, r, _BOARD_COLS, req) for i, r in enumerate(rows)]
     board = Board(req.metric, _window_label(req.time), start, end, out)
     if req.spark and out:
         add_sparklines(sink, board, req.spark, clk)
@@ -332,30 +395,29 @@ def regions(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
     """Places (or categories) ranked by ``req.metric``: which county sells most."""
     clk = clk or clock(sink)
     start, end = resolve(_not_session(req.time), clk)
-    params: dict[str, Any] = {**_tile_params("c", tiles(start, end, clk.minutes_upto, clk.hours_upto)),
-                              **req.filters.params(), "limit": req.limit}
+    t = tiles(start, end, clk)
+    params = _query_params(req, **_tile_params("c", t))
     cols = _LEVEL_COLUMNS[req.level]
     group = ", ".join(f"s.{c}" for c in cols)
-    score = ("if(unique_viewers = 0, 0., orders / unique_viewers)" if req.metric == "conversion"
-             else _score_key(req.metric))  # the column aliases selected below
+    score = _SCORE[req.metric].replace("u.", "").replace("t.", "")  # the column aliases selected below
     sql = f"""
         SELECT {group}, count() AS streamers, sum(t.gmv_fen) AS gmv_fen, sum(t.orders) AS orders,
                sum(t.views) AS views, sum(t.likes) AS likes, sum(t.concurrent_viewers) AS concurrent_viewers,
-               toUInt64(uniqMerge(u.uv_state)) AS unique_viewers, {score} AS score
-        FROM ({_per_streamer('c')}) AS t
-        LEFT JOIN ({_uv_per_streamer('c', state=True)}) AS u ON u.streamer_id = t.streamer_id
+               toUInt64(uniqExactMerge(u.viewers)) AS unique_viewers, toUInt64(uniqExactMerge(u.buyers)) AS buyers,
+               {score} AS score
+        FROM ({_per_streamer('c', t)}) AS t
+        LEFT JOIN ({_audience_per_streamer('c', t, state=True)}) AS u ON u.streamer_id = t.streamer_id
         LEFT JOIN {_STREAMERS} AS s ON s.streamer_id = t.streamer_id
         WHERE {_PLACE_FILTER}
         GROUP BY {group}
         ORDER BY score DESC, {group}
         LIMIT {{limit:UInt32}}
     """
-    names = (*cols, "streamers", "gmv_fen", "orders", "views", "likes", "concurrent_viewers", "unique_viewers")
+    names = (*cols, "streamers", "gmv_fen", "orders", "views", "likes", "concurrent_viewers", "unique_viewers", "buyers")
     out = []
     for i, r in enumerate(sink.rows(sql, params)):
-        d = _row(i + 1, r[:-1], names)
+        d = _row(i + 1, r[:-1], names, req)
         d["streamers"] = int(d["streamers"])
-        d["score"] = d["conversion"] if req.metric == "conversion" else d[_score_key(req.metric)]
         out.append(d)
     return Board(req.metric, _window_label(req.time), start, end, out)
 
@@ -368,20 +430,21 @@ def rising(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
     spec = _not_session(req.time)
     start, end = resolve(spec, clk)
     length = end - start
-    params: dict[str, Any] = {
-        **_tile_params("c", tiles(start, end, clk.minutes_upto, clk.hours_upto)),
-        **_tile_params("p", tiles(start - length, start, clk.minutes_upto, clk.hours_upto)),
-        **req.filters.params(),
-    }
-    needs_uv = req.metric in _NEEDS_UV
+    cur_t, prev_t = tiles(start, end, clk), tiles(start - length, start, clk)
+    params = _query_params(req, **_tile_params("c", cur_t), **_tile_params("p", prev_t))
+    needs = req.metric in _NEEDS_AUDIENCE
 
-    def scores(prefix: str) -> str:
-        uv = f"LEFT JOIN ({_uv_per_streamer(prefix)}) AS u ON u.streamer_id = t.streamer_id" if needs_uv else ""
-        return (f"SELECT t.streamer_id AS streamer_id, {_SCORE[req.metric]} AS score FROM ({_per_streamer(prefix)}) AS t {uv} "
-                f"LEFT JOIN {_STREAMERS} AS s ON s.streamer_id = t.streamer_id WHERE {_PLACE_FILTER}")
+    def scores(prefix: str, t: Tiles) -> str:
+        aud = f"LEFT JOIN ({_audience_per_streamer(prefix, t)}) AS u ON u.streamer_id = t.streamer_id" if needs else ""
+        return (f"SELECT t.streamer_id AS streamer_id, {_SCORE[req.metric]} AS score FROM ({_per_streamer(prefix, t)}) "
+                f"AS t {aud} LEFT JOIN {_STREAMERS} AS s ON s.streamer_id = t.streamer_id WHERE {_PLACE_FILTER}")
 
-    cur = sorted(((float(v), sid) for sid, v in sink.rows(scores("c"), params)), key=lambda x: (-x[0], x[1]))
-    prev = sorted(((float(v), sid) for sid, v in sink.rows(scores("p"), params)), key=lambda x: (-x[0], x[1]))
+    def ranked(prefix: str, t: Tiles) -> list[tuple[float, str]]:
+        # a conversion under the minimum audience (-1) is no score to grow from: it counts as 0
+        return sorted(((max(float(v), 0.0), sid) for sid, v in sink.rows(scores(prefix, t), params)),
+                      key=lambda x: (-x[0], x[1]))
+
+    cur, prev = ranked("c", cur_t), ranked("p", prev_t)
     prev_rank = {sid: i + 1 for i, (_, sid) in enumerate(prev)}
     prev_score = {sid: v for v, sid in prev}
     unranked = len(prev) + 1
@@ -419,77 +482,61 @@ def session_board(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
     A broadcast starts at the first minute after the streamer's last gap of ``SESSION_GAP_MS`` (looking
     back ``SESSION_LOOKBACK_MS``) and is live if the streamer was active within the gap before as_of.
     First the starts (presence of rows is enough, so no FINAL), then the sums over each streamer's own
-    range: whole hours from the start's next hour on, minutes around them, 10 s windows at the end.
+    range [start, as_of): one tiling from the earliest start, where a row counts for a streamer if it
+    begins at or after that streamer's start. An hour read whole that holds some streamer's start is
+    also read by its minutes, so that streamer's part of it is there; its other streamers take the hour
+    row and skip those minutes.
     """
     clk = clk or clock(sink)
     start, end = resolve(TimeSpec("session", as_of=req.time.as_of), clk)
     began = _session_starts(sink, req.filters, start, end, clk)
     if not began:
         return Board(req.metric, "session", start, end, [])
-    bm = max(start, min(end - end % MINUTE_MS, clk.minutes_upto))
-    bh = max(start, min(end - end % HOUR_MS, clk.hours_upto, bm))
-    lo = min(began.values())
-    hi = max(_ceil(b, HOUR_MS) for b in began.values())
-    t: Tiles = {"10s": [(bm, end)] if bm < end else [], "1h": [(_ceil(lo, HOUR_MS), bh)] if _ceil(lo, HOUR_MS) < bh else []}
-    t["1m"] = [r for r in ([(lo, bm)] if hi >= bh else [(lo, hi), (bh, bm)]) if r[0] < r[1]]
-    params: dict[str, Any] = {**_tile_params("c", t), **req.filters.params(), "limit": req.limit, "bh": bh // 1000,
-                              "starts": orjson.dumps(sorted(began.items())).decode()}
-    # a minute row counts unless its hour was read whole from the hour level
-    keep = ("r.m >= st.began AND (r.lvl != 1 OR NOT (toStartOfHour(r.m) >= st.began "
-            "AND toStartOfHour(r.m) < toDateTime({bh:Int64}, 'UTC')))")
+    t = tiles(min(began.values()), end, clk)
+    split = {b - b % HOUR_MS for b in began.values() if b % HOUR_MS}
+    hours = t["1h"]
+    t = {**t, "1m": sorted(t["1m"] + [(h, h + HOUR_MS) for h in split if any(a <= h < b for a, b in hours)])}
+    params = _query_params(req, **_tile_params("c", t), starts=orjson.dumps(sorted(began.items())).decode())
+    # a minute row counts unless its hour was read whole and lies inside the streamer's broadcast
+    keep = (f"r.m >= st.began AND (r.lvl != 1 OR NOT (toStartOfHour(r.m) >= st.began AND "
+            f"{_in_tiles('c', t, '1h', 'toStartOfHour(r.m)')}))")
     starts = ("SELECT tupleElement(x, 1) AS streamer_id, toDateTime(intDiv(tupleElement(x, 2), 1000), 'UTC') AS began "
               "FROM (SELECT arrayJoin(JSONExtract({starts:String}, 'Array(Tuple(String, Int64))')) AS x)")
-    totals = f"""
-        SELECT r.streamer_id AS streamer_id, sum(r.gmv_fen) AS gmv_fen, sum(r.orders_paid) AS orders,
-               sum(r.enters) AS views, sum(r.likes) AS likes, argMax(r.concurrent_close, r.close_at) AS concurrent_viewers
-        FROM ({_tally_rows('c')}) AS r INNER JOIN ({starts}) AS st ON st.streamer_id = r.streamer_id
-        WHERE {keep} GROUP BY r.streamer_id
-    """
-    uv = f"""
-        SELECT r.streamer_id AS streamer_id, toUInt64(uniqMerge(r.viewers)) AS unique_viewers
-        FROM ({_viewer_rows('c')}) AS r INNER JOIN ({starts}) AS st ON st.streamer_id = r.streamer_id
-        WHERE {keep} GROUP BY r.streamer_id
-    """
-    needs_uv = req.metric in _NEEDS_UV
-    sql = f"""
-        SELECT t.streamer_id, {", ".join("s." + c for c in _DIM)}, t.gmv_fen, t.orders, t.views, t.likes,
-               t.concurrent_viewers, {"u.unique_viewers" if needs_uv else "toUInt64(0)"}, {_SCORE[req.metric]} AS score
-        FROM ({totals}) AS t
-        {f"LEFT JOIN ({uv}) AS u ON u.streamer_id = t.streamer_id" if needs_uv else ""}
-        LEFT JOIN {_STREAMERS} AS s ON s.streamer_id = t.streamer_id
-        WHERE {_PLACE_FILTER}
-        ORDER BY score DESC, t.streamer_id
-        LIMIT {{limit:UInt32}}
-    """
-    rows = sink.rows(sql, params)
-    ids = [r[0] for r in rows]
-    if rows and not needs_uv:
-        top = orjson.dumps(sorted((sid, began[sid]) for sid in ids)).decode()
-        uv_rows = dict(sink.rows(uv, {**params, "starts": top}))
-        rows = [(*r[:-2], uv_rows.get(r[0], 0), r[-1]) for r in rows]
-    sessions = _session_ids(sink, ids, start, end)
+    totals = (f"SELECT r.streamer_id AS streamer_id, {_totals('r.')} "
+              f"FROM ({_tally_rows('c', t)}) AS r INNER JOIN ({starts}) AS st ON st.streamer_id = r.streamer_id "
+              f"WHERE {keep} GROUP BY r.streamer_id")
+    audience = (f"SELECT r.streamer_id AS streamer_id, {_audience('r.')} "
+                f"FROM ({_audience_rows('c', t)}) AS r INNER JOIN ({starts}) AS st ON st.streamer_id = r.streamer_id "
+                f"WHERE {keep} GROUP BY r.streamer_id")
+
+    def audience_of(ids: list[str]) -> tuple[str, dict[str, Any]]:
+        return audience, {**params, "starts": orjson.dumps(sorted((sid, began[sid]) for sid in ids)).decode()}
+
+    rows = _ranked(sink, req, totals, audience, params, audience_of)
+    sessions = _session_ids(sink, [r[0] for r in rows], start, end)
     out = []
     for i, r in enumerate(rows):
-        d = _row(i + 1, r[:-1], _BOARD_COLS)
+        d = _row(i + 1, r, _BOARD_COLS, req)
         d["session_start"] = began[d["streamer_id"]]
         d["session_id"] = sessions.get(d["streamer_id"], "")
-        d["score"] = d["conversion"] if req.metric == "conversion" else d[_score_key(req.metric)]
         out.append(d)
     return Board(req.metric, "session", start, end, out)
 
 
 def _session_starts(sink: Sink, filters: Filters, start: int, end: int, clk: Clock) -> dict[str, int]:
     """streamer -> start (ms) of its live broadcast at ``end``: its minutes with rows, after the last gap."""
-    params = {**_tile_params("c", tiles(start, end, clk.minutes_upto, 0)), **filters.params(),
+    t = tiles(start, end, clk, hours=False)
+    params = {**_tile_params("c", t), **filters.params(),
               "gap": SESSION_GAP_MS // 1000, "live_from": (end - SESSION_GAP_MS) // 1000}
+    minutes = _union(t, {
+        "1m": f"SELECT streamer_id, bucket AS m FROM tallies_1m WHERE {_ONE} AND {_in_tiles('c', t, '1m', 'bucket')}",
+        "10s": "SELECT streamer_id, toStartOfMinute(window_start) AS m FROM tallies_10s "
+               f"WHERE {_ONE} AND {_in_tiles('c', t, '10s', 'window_start')}",
+    })
     sql = f"""
         SELECT streamer_id, toInt64(toUnixTimestamp(
                    arrayLast((x, p) -> x - p >= {{gap:Int64}}, ms, arrayPushFront(arrayPopBack(ms), toDateTime(0, 'UTC'))))) * 1000
-        FROM (SELECT streamer_id, arraySort(groupUniqArray(m)) AS ms FROM (
-                  SELECT streamer_id, bucket AS m FROM tallies_1m WHERE {_ONE} AND {_in_tiles('c', '1m', 'bucket')}
-                  UNION ALL
-                  SELECT streamer_id, toStartOfMinute(window_start) AS m FROM tallies_10s
-                  WHERE {_ONE} AND {_in_tiles('c', '10s', 'window_start')})
+        FROM (SELECT streamer_id, arraySort(groupUniqArray(m)) AS ms FROM ({minutes})
               GROUP BY streamer_id
               HAVING ms[-1] >= toStartOfMinute(toDateTime({{live_from:Int64}}, 'UTC')))
     """
@@ -509,13 +556,15 @@ def _session_ids(sink: Sink, ids: list[str], start: int, end: int) -> dict[str, 
 # -- one streamer ------------------------------------------------------------------------------------
 
 
-def streamer(sink: Sink, streamer_id: str, spec: TimeSpec, clk: Clock | None = None) -> dict[str, Any] | None:
+def streamer(sink: Sink, streamer_id: str, spec: TimeSpec, clk: Clock | None = None,
+             min_audience: int = DEFAULT_MIN_AUDIENCE) -> dict[str, Any] | None:
     """One streamer: who, its totals over ``spec``, and its current broadcast; None if unknown."""
     clk = clk or clock(sink)
     f = Filters(streamer_id=streamer_id)
-    board = leaderboard(sink, Request(metric="gmv", time=_not_session(spec), filters=f, limit=1), clk)
+    board = leaderboard(sink, Request(metric="gmv", time=_not_session(spec), filters=f, limit=1,
+                                      min_audience=min_audience), clk)
     session = session_board(sink, Request(metric="gmv", time=TimeSpec("session", as_of=spec.as_of), filters=f,
-                                          limit=1), clk)
+                                          limit=1, min_audience=min_audience), clk)
     ranked = board.rows or session.rows  # a ranked row carries the dimension already (joined, '' if absent)
     info = {c: ranked[0][c] for c in _DIM} if ranked else _dimension(sink, [streamer_id]).get(streamer_id)
     if info is None:
@@ -530,11 +579,14 @@ def streamer(sink: Sink, streamer_id: str, spec: TimeSpec, clk: Clock | None = N
     }
 
 
+_METRIC_KEYS = ("gmv_fen", "gmv_yuan", "orders", "views", "likes", "unique_viewers", "buyers", "concurrent_viewers",
+                "conversion")
+
+
 def _metrics_only(row: dict[str, Any] | None) -> dict[str, Any]:
-    keys = ("gmv_fen", "gmv_yuan", "orders", "views", "likes", "unique_viewers", "concurrent_viewers", "conversion")
     if row is None:
-        return {k: ("0.00" if k == "gmv_yuan" else 0) for k in keys}
-    return {k: row[k] for k in keys}
+        return {**dict.fromkeys(_METRIC_KEYS, 0), "gmv_yuan": "0.00", "conversion": None}
+    return {k: row[k] for k in _METRIC_KEYS}
 
 
 # -- per-minute series -------------------------------------------------------------------------------
@@ -547,34 +599,35 @@ _SERIES_VALUE = {
 
 def series(sink: Sink, req: Request, clk: Clock | None = None) -> dict[str, Any]:
     """Per-minute values of ``req.metric`` for one streamer or for everyone matching the place filters
-    (a region), over ``req.time`` (a named window or a range of at most a day), zeros included."""
+    (a region), over ``req.time`` (a named window or a range of at most a day), zeros included. Each
+    point covers its minute up to the range's end: the newest point is the minute so far."""
     clk = clk or clock(sink)
     start, end = resolve(_not_session(req.time), clk)
     if end - start > MAX_SERIES_MS:
         raise BadParameter("end", f"a series spans at most {MAX_SERIES_MS // HOUR_MS} hours (one point a minute)")
     first = start - start % MINUTE_MS
-    params: dict[str, Any] = {**_tile_params("c", tiles(first, _ceil(end, MINUTE_MS), clk.minutes_upto, 0)),
-                              **req.filters.params(), "any_place": int(req.filters.any_place)}
+    t = tiles(first, end, clk, hours=False)
+    params = _query_params(req, **_tile_params("c", t), any_place=int(req.filters.any_place))
     who = f"({{any_place:UInt8}} = 0 OR streamer_id IN (SELECT streamer_id FROM {_STREAMERS} AS s WHERE {_PLACE_FILTER}))"
-    values: dict[int, dict[str, float]] = {}
-    if req.metric in ("unique_viewers", "conversion"):
-        uv_sql = (f"SELECT toInt64(toUnixTimestamp(m)) * 1000, toUInt64(uniqMerge(viewers)) FROM ({_viewer_rows('c', hours=False)}) "
-                  f"WHERE {who} GROUP BY m")
-        for m, n in sink.rows(uv_sql, params):
-            values.setdefault(int(m), {})["unique_viewers"] = int(n)
-    need = "orders" if req.metric == "conversion" else req.metric
-    if need in _SERIES_VALUE:
-        sql = (f"SELECT toInt64(toUnixTimestamp(m)) * 1000, sum(v) FROM (SELECT m, streamer_id, {_SERIES_VALUE[need]} AS v "
-               f"FROM ({_tally_rows('c', hours=False)}) WHERE {who} GROUP BY m, streamer_id) GROUP BY m")
+    values: dict[int, dict[str, int]] = {}
+    if req.metric in _NEEDS_AUDIENCE:
+        sql = (f"SELECT toInt64(toUnixTimestamp(m)) * 1000, {_audience()} FROM ({_audience_rows('c', t)}) "
+               f"WHERE {who} GROUP BY m")
+        for m, uv, b in sink.rows(sql, params):
+            values.setdefault(int(m), {}).update(unique_viewers=int(uv), buyers=int(b))
+    if req.metric in _SERIES_VALUE:
+        sql = (f"SELECT toInt64(toUnixTimestamp(m)) * 1000, sum(v) FROM (SELECT m, streamer_id, "
+               f"{_SERIES_VALUE[req.metric]} AS v FROM ({_tally_rows('c', t)}) WHERE {who} GROUP BY m, streamer_id) "
+               "GROUP BY m")
         for m, v in sink.rows(sql, params):
-            values.setdefault(int(m), {})[need] = int(v)
+            values.setdefault(int(m), {})[req.metric] = int(v)
     points = []
     for m in range(first, end, MINUTE_MS):
         got = values.get(m, {})
         if req.metric == "conversion":
-            v: float | int = _conversion(int(got.get("orders", 0)), int(got.get("unique_viewers", 0)))
+            v: float | int | None = conversion(got.get("buyers", 0), got.get("unique_viewers", 0), req.min_audience)
         else:
-            v = int(got.get(req.metric, 0))
+            v = got.get(req.metric, 0)
         points.append([m, v])
     return {"metric": req.metric, "start": first, "end": end, "step_ms": MINUTE_MS, "points": points}
 
@@ -583,10 +636,11 @@ def add_sparklines(sink: Sink, board: Board, minutes: int, clk: Clock) -> None:
     """Per-minute GMV of the last ``minutes`` minutes (ending at the board's end) for each row."""
     end = board.end
     first = end - end % MINUTE_MS - (minutes - 1) * MINUTE_MS
-    ids = [r["streamer_id"] for r in board.rows]
-    params = {**_tile_params("c", tiles(first, _ceil(end, MINUTE_MS), clk.minutes_upto, 0)),
-              **Filters().params(), "ids": _ids(ids)}
-    sql = (f"SELECT streamer_id, toInt64(toUnixTimestamp(m)) * 1000, sum(gmv_fen) FROM ({_tally_rows('c', hours=False)}) "
+    if end % MINUTE_MS == 0:
+        first -= MINUTE_MS  # end on a minute: the last point is the whole minute before it
+    t = tiles(first, end, clk, hours=False)
+    params = {**_tile_params("c", t), **Filters().params(), "ids": _ids([r["streamer_id"] for r in board.rows])}
+    sql = (f"SELECT streamer_id, toInt64(toUnixTimestamp(m)) * 1000, sum(gmv_fen) FROM ({_tally_rows('c', t)}) "
            "WHERE has(JSONExtract({ids:String}, 'Array(String)'), streamer_id) GROUP BY streamer_id, m")
     got: dict[tuple[str, int], int] = {(sid, int(m)): int(v) for sid, m, v in sink.rows(sql, params)}
     for r in board.rows:
@@ -597,12 +651,19 @@ def add_sparklines(sink: Sink, board: Board, minutes: int, clk: Clock) -> None:
 
 
 def freshness(sink: Sink, now_ms: int) -> dict[str, Any]:
-    """How current the boards are: newest data, last flush, and how far the rollups lag behind it."""
+    """How current the boards are: newest data, last flush, and whether every write is rolled up.
+
+    ``rollup_caught_up`` is true when no minute has a write newer than the last completed rollup pass;
+    boards are exact either way (pending minutes are read from 10 s rows), this says how much of a
+    board comes from the finer, costlier level.
+    """
     c = clock(sink)
+    pending = c.pending_minutes
     return {
         "newest_window_end": c.newest_end, "newest_event": c.newest_event, "newest_flush": c.newest_flush,
-        "rollup_cursor": c.rollup_cursor, "minutes_rolled_upto": c.minutes_upto, "hours_rolled_upto": c.hours_upto,
-        "rollup_caught_up": c.newest_flush == 0 or c.rollup_cursor - OVERLAP_MS >= c.newest_flush,
+        "rollup_cursor": c.rollup_cursor, "hours_rolled_upto": c.hours_upto,
+        "minutes_pending": len(pending), "oldest_pending_minute": pending[0] if pending else None,
+        "rollup_caught_up": not pending,
         "flush_age_s": round((now_ms - c.newest_flush) / 1000, 3) if c.newest_flush else None,
         "event_age_s": round((now_ms - c.newest_event) / 1000, 3) if c.newest_event else None,
     }

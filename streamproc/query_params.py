@@ -15,7 +15,8 @@ from typing import Iterable, Mapping
 
 from .events import TS_MAX, TS_MIN
 
-METRICS = ("gmv", "orders", "views", "unique_viewers", "likes", "concurrent_viewers", "conversion")
+METRICS = ("gmv", "orders", "views", "unique_viewers", "buyers", "likes", "concurrent_viewers", "conversion")
+DEFAULT_MIN_AUDIENCE = 10  # unique viewers below which conversion is not shown (Settings.conversion_min_viewers)
 WINDOWS = ("1m", "5m", "1h", "today", "session")
 PLACES = ("province", "county", "village", "category")  # filters, and the levels a board groups by
 RISING_BY = ("value", "rank")
@@ -56,7 +57,8 @@ class Param:
 
 _TIME_HELP = "epoch milliseconds or ISO 8601 (without an offset: Asia/Shanghai time)"
 PARAMS: dict[str, Param] = {p.name: p for p in (
-    Param("metric", "enum", "what to rank by; conversion = paid orders per unique viewer", METRICS, default="gmv"),
+    Param("metric", "enum", "what to rank by; buyers = distinct paying viewers; conversion = buyers per unique viewer "
+          "(shown only from a minimum audience)", METRICS, default="gmv"),
     Param("window", "enum", "1m, 5m, 1h of event time ending at as_of; today = the Asia/Shanghai calendar day of "
           "as_of; session = each streamer's current live broadcast", WINDOWS, default="5m"),
     Param("start", "time", "explicit range start (with end, instead of window); " + _TIME_HELP),
@@ -113,6 +115,7 @@ class Request:
     spark: int = 0
     level: str = "county"
     by: str = "value"
+    min_audience: int = DEFAULT_MIN_AUDIENCE  # a server setting, not a request parameter
 
 
 def parse_time(name: str, raw: str) -> int:

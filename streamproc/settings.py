@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from .query_params import DEFAULT_MIN_AUDIENCE
+
 PREFIX = "STREAMPROC_"
 
 
@@ -52,6 +54,7 @@ class Settings:
     sink_retry_max_s: float = field(default=10.0, metadata={"help": "cap of the exponential backoff between sink retries"})
     # leaderboards
     rollup_interval_s: float = field(default=2.0, metadata={"help": "seconds between rollup runs (10 s -> 1 min -> 1 h) in the worker; 0: none"})
+    conversion_min_viewers: int = field(default=DEFAULT_MIN_AUDIENCE, metadata={"help": "unique viewers a room needs before its conversion is shown and ranked"})
     leaderboard_boards: str = field(default="gmv:today:10", metadata={"help": "boards whose changes go to live.leaderboard.changes: metric:window:N[:place=value],..."})
     leaderboard_changes_interval_s: float = field(default=2.0, metadata={"help": "seconds between evaluations of the watched boards; 0: none"})
     # worker process

@@ -24,7 +24,8 @@ SH = timezone(timedelta(hours=8))
 START_MS = int(datetime(2026, 11, 11, 22, 30, tzinfo=SH).timestamp() * 1000)
 SPAN_MS = 3 * 3_600_000
 TOPIC = {"view": "live.views", "like": "live.likes", "order": "live.orders"}
-METRICS = ("gmv", "orders", "views", "unique_viewers", "likes", "concurrent_viewers", "conversion")
+METRICS = ("gmv", "orders", "views", "unique_viewers", "buyers", "likes", "concurrent_viewers", "conversion")
+MIN_AUDIENCE = 10  # Settings.conversion_min_viewers
 
 
 @dataclass
@@ -102,22 +103,31 @@ class Totals:
     views: int = 0
     likes: int = 0
     viewers: set[str] = field(default_factory=set)
+    buyers: set[str] = field(default_factory=set)
     close_window: int = -1
     close: int = 0
 
-    def value(self, metric: str) -> float | int:
+    def value(self, metric: str) -> float | int | None:
         if metric == "unique_viewers":
             return len(self.viewers)
+        if metric == "buyers":
+            return len(self.buyers)
         if metric == "concurrent_viewers":
             return self.close
         if metric == "conversion":
-            return round(self.orders / len(self.viewers), 6) if self.viewers else 0.0
+            return round(len(self.buyers) / len(self.viewers), 6) if len(self.viewers) >= MIN_AUDIENCE else None
         return getattr(self, metric)
+
+    def rank_key(self, metric: str, sid: str) -> tuple:
+        """Best first; a conversion under the minimum audience ranks after every shown one."""
+        v = self.value(metric)
+        return (v is None, -(v or 0), sid)
 
 
 class Oracle:
     """Boards from the events in log order: orders once per (order_id, status), refunds subtract,
-    the audience is a running enters - leaves count in log order, windows are 10 s of event time."""
+    the audience is a running enters - leaves count in log order that a leave never takes below zero,
+    windows are 10 s of event time."""
 
     def __init__(self, events: Iterable[dict[str, Any]], streamers: list[Streamer]) -> None:
         self.dim = {s.streamer_id: s for s in streamers}
@@ -127,13 +137,13 @@ class Oracle:
         for ev in events:
             sid, ts = ev["streamer_id"], ev["ts"]
             if ev["type"] == "view":
-                running[sid] += 1 if ev["action"] == "enter" else -1
+                running[sid] = running[sid] + 1 if ev["action"] == "enter" else max(0, running[sid] - 1)
                 self.facts.append((sid, ts, ev["action"], (ev["viewer_id"], running[sid])))
             elif ev["type"] == "like":
                 self.facts.append((sid, ts, "like", ev["count"]))
             elif (ev["order_id"], ev["status"]) not in seen:
                 seen.add((ev["order_id"], ev["status"]))
-                self.facts.append((sid, ts, ev["status"], ev["amount_fen"]))
+                self.facts.append((sid, ts, ev["status"], (ev["amount_fen"], ev["viewer_id"])))
         self.newest_end = (max(ts for _, ts, _, _ in self.facts) // 10_000 + 1) * 10_000
 
     def totals(self, start: int, end: int, who: Iterable[str] | None = None) -> dict[str, Totals]:
@@ -155,9 +165,10 @@ class Oracle:
                 t.likes += payload
             elif kind == "paid":
                 t.orders += 1
-                t.gmv += payload
+                t.gmv += payload[0]
+                t.buyers.add(payload[1])
             else:
-                t.gmv -= payload
+                t.gmv -= payload[0]
         return out
 
     def window(self, window: str, as_of: int | None = None) -> tuple[int, int]:
@@ -170,7 +181,7 @@ class Oracle:
     def board(self, metric: str, start: int, end: int, limit: int = 10, province: str = "") -> list[tuple[str, Any]]:
         who = [s for s, d in self.dim.items() if d.province.startswith(province)] if province else None
         totals = self.totals(start, end, who)
-        ranked = sorted(totals.items(), key=lambda kv: (-kv[1].value(metric), kv[0]))
+        ranked = sorted(totals.items(), key=lambda kv: kv[1].rank_key(metric, kv[0]))
         return [(sid, t.value(metric)) for sid, t in ranked[:limit]]
 
     def regions(self, metric: str, start: int, end: int, level: str = "county") -> list[tuple[tuple[str, ...], Any]]:
@@ -184,8 +195,9 @@ class Oracle:
             g.views += t.views
             g.likes += t.likes
             g.viewers |= t.viewers
+            g.buyers |= t.buyers
             g.close += t.close
-        return sorted(((k, g.value(metric)) for k, g in groups.items()), key=lambda kv: (-kv[1], kv[0]))
+        return [(k, g.value(metric)) for k, g in sorted(groups.items(), key=lambda kv: kv[1].rank_key(metric, kv[0]))]
 
     def sessions(self, as_of: int, gap_ms: int = 300_000) -> dict[str, int]:
         """Start (minute) of each streamer's live broadcast at ``as_of``: activity with no 5-min gap."""

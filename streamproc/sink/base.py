@@ -59,7 +59,7 @@ class PartitionRestore:
     offset: int  # last applied offset; -1 if the partition was never flushed
     windows: dict[WindowKey, list[int]]
     streamers: dict[str, tuple[int, int]]  # streamer -> (watermark, running concurrency)
-    orders: dict[tuple[str, str], int]  # (order_id, status) -> event time
+    orders: dict[tuple[str, str], tuple[int, str]]  # (order_id, status) -> (event time, streamer)
 
 
 def split_statements(sql: str) -> list[str]:
@@ -70,6 +70,11 @@ def split_statements(sql: str) -> list[str]:
 
 class Sink(ABC):
     """ClickHouse as the system of record for tallies, checkpoints and restore."""
+
+    # How long after its materialized-view timestamp (now64 at insert) a write may still be invisible
+    # to a reader: a server runs inserts concurrently and a slow one commits late. Rollup passes read
+    # marks this far back, and readers treat marks this recent as not rolled (see rollup.py).
+    visibility_lag_ms = 5_000
 
     def __init__(self, database: str) -> None:
         if not _IDENT.match(database):
@@ -158,13 +163,16 @@ class Sink(ABC):
             p,
         ):
             windows[(int(row[0]), row[1])] = _to_acc(row[2:])
-        max_ts = max((wm for wm, _ in streamers.values()), default=0)
+        # the orders a copy of which could still be accepted: within the horizon of their streamer's watermark
         orders = {
-            (oid, status): int(ts)
-            for oid, status, ts in self.rows(
-                f"SELECT order_id, status, toUnixTimestamp64Milli(ts) FROM orders FINAL WHERE {where} "
-                "AND src_offset <= {o:Int64} AND toUnixTimestamp64Milli(ts) >= {h:Int64}",
-                {**p, "o": offset, "h": max_ts - horizon_ms},
+            (oid, status): (int(ts), sid)
+            for oid, status, ts, sid in self.rows(
+                f"SELECT o.order_id, o.status, toUnixTimestamp64Milli(o.ts), o.streamer_id "
+                f"FROM (SELECT * FROM orders FINAL WHERE {where} AND src_offset <= {{o:Int64}}) AS o "
+                f"INNER JOIN (SELECT streamer_id, max(max_ts) AS wm FROM tallies_10s WHERE {where} GROUP BY streamer_id) AS m "
+                "USING streamer_id "
+                "WHERE toUnixTimestamp64Milli(o.ts) >= toUnixTimestamp64Milli(m.wm) - {h:Int64}",
+                {**p, "o": offset, "h": horizon_ms},
             )
         }
         return PartitionRestore(offset, windows, streamers, orders)
