@@ -46,6 +46,9 @@ REJECTED = Counter("streamproc_events_rejected_total", "Messages dead-lettered, 
 LATE = Counter("streamproc_events_late_total",
                "Valid events older than their streamer's watermark minus the allowed lateness (dead-lettered)",
                registry=REGISTRY)
+LATE_CORRECTIONS = Counter("streamproc_late_corrections_total",
+                           "Orders counted although later than the lateness (within the dedupe horizon): each "
+                           "corrects a past window", registry=REGISTRY)
 
 # -- output -------------------------------------------------------------------------------------------
 FLUSHES = Counter("streamproc_flushes_total", "Flushes that reached the sink", registry=REGISTRY)

@@ -131,6 +131,7 @@ class RuleSet:
     lateness_ms: int = 30_000
     max_future_ms: int = 300_000
     max_bytes: int = 65_536
+    order_horizon_ms: int = 3_600_000  # orders are late only this far behind (Settings.order_dedupe_horizon_ms)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "RuleSet":
@@ -140,21 +141,18 @@ class RuleSet:
             lateness_ms=int(settings.lateness_ms),
             max_future_ms=int(settings.max_future_ms),
             max_bytes=int(settings.max_message_bytes),
+            order_horizon_ms=int(settings.order_dedupe_horizon_ms),
         )
 
     def params(self) -> dict[str, int]:
-        for name in ("window_ms", "lateness_ms", "max_future_ms", "max_bytes"):
+        names = ("window_ms", "lateness_ms", "max_future_ms", "max_bytes", "order_horizon_ms")
+        for name in names:
             value = getattr(self, name)
             if type(value) is not int or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
         if self.window_ms == 0:
             raise ValueError("window_ms must be positive")
-        return {
-            "window_ms": self.window_ms,
-            "lateness_ms": self.lateness_ms,
-            "max_future_ms": self.max_future_ms,
-            "max_bytes": self.max_bytes,
-        }
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass(frozen=True)
@@ -396,7 +394,8 @@ FROM (
     SELECT *, {reason0} AS reason0
     FROM ({l8})
 )"""
-    # lateness: behind the max ts of the earlier valid events of the same (topic, streamer)
+    # lateness: behind the max ts of the earlier valid events of the same (topic, streamer) by more than
+    # the lateness (views, likes) or the order horizon (orders: money is not dropped for being late)
     l10 = f"""
 SELECT *,
     max(ts) OVER w AS prev_max,
@@ -406,7 +405,8 @@ WINDOW w AS (PARTITION BY reason0 = '', topic, streamer_id ORDER BY rn
              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"""
     return f"""
 SELECT rn, topic, v,
-    if(reason0 != '', reason0, if(prev_n > 0 AND ts < prev_max - {{lateness_ms:Int64}}, 'late', '')) AS reason,
+    if(reason0 != '', reason0, if(prev_n > 0 AND ts < prev_max - if(kind = 'order', {{order_horizon_ms:Int64}},
+        {{lateness_ms:Int64}}), 'late', '')) AS reason,
     kind, ts, streamer_id, viewer_id, action, cnt, order_id, status, quantity, amount_fen
 FROM ({l10})"""
 
@@ -436,11 +436,33 @@ def expected_deadletters(query: Query, log_path: str, rules: RuleSet = RuleSet()
     return Counter({(str(t), bytes.fromhex(h), str(r)): int(n) for t, h, r, n in rows})
 
 
+def _facts_sql() -> str:
+    """The accepted events in file order, each with its window ``ws``, the streamer's audience ``c`` after
+    it (views) and whether it is the first accepted occurrence of its order (``first_order``).
+
+    The audience is a running count that a leave never takes below zero: c(n) = max(0, c(n-1) + x(n)),
+    which in closed form is S(n) - min(0, min over k <= n of S(k)) for the plain running sum S.
+    """
+    return f"""
+SELECT *, s - least(0, min(s) OVER (PARTITION BY kind, streamer_id ORDER BY rn
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)) AS c
+FROM (
+    SELECT rn, kind, ts, streamer_id, viewer_id, action, cnt, status, quantity, amount_fen,
+        ts - ts % {{window_ms:Int64}} AS ws,
+        sum(toInt64(multiIf(kind != 'view', 0, action = 'enter', 1, -1)))
+            OVER (PARTITION BY kind, streamer_id ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS s,
+        kind = 'order' AND row_number() OVER (PARTITION BY kind, order_id, status ORDER BY rn) = 1 AS first_order
+    FROM ({_classify_sql()})
+    WHERE reason = ''
+)"""
+
+
 def expected_tallies(query: Query, log_path: str, rules: RuleSet = RuleSet()) -> dict[tuple[int, str], dict[str, int]]:
     """Per (window_start_ms, streamer_id): the tallies of the accepted events of the log.
 
-    Concurrency is a running count per streamer over accepted view events in file order; an order
-    counts in the money columns only on the first accepted occurrence of its (order_id, status).
+    Concurrency is a running count per streamer over accepted view events in file order, never below
+    zero; an order counts in the money columns only on the first accepted occurrence of its
+    (order_id, status).
     """
     sql = f"""
 SELECT toInt64(ws), streamer_id,
@@ -455,22 +477,37 @@ SELECT toInt64(ws), streamer_id,
     toInt64(sumIf(quantity, first_order AND status = 'paid') - sumIf(quantity, first_order AND status = 'refunded')),
     toInt64(sumIf(amount_fen, first_order AND status = 'paid') - sumIf(amount_fen, first_order AND status = 'refunded')),
     toInt64(sumIf(amount_fen, first_order AND status = 'refunded')),
-    toInt64(uniqIf(viewer_id, kind = 'view' AND action = 'enter'))
-FROM (
-    SELECT rn, kind, ts, streamer_id, viewer_id, action, cnt, status, quantity, amount_fen,
-        ts - ts % {{window_ms:Int64}} AS ws,
-        sum(toInt64(multiIf(kind != 'view', 0, action = 'enter', 1, -1)))
-            OVER (PARTITION BY kind, streamer_id ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c,
-        kind = 'order' AND row_number() OVER (PARTITION BY kind, order_id, status ORDER BY rn) = 1 AS first_order
-    FROM ({_classify_sql()})
-    WHERE reason = ''
-)
+    toInt64(uniqExactIf(viewer_id, kind = 'view' AND action = 'enter'))
+FROM ({_facts_sql()})
 GROUP BY ws, streamer_id
 ORDER BY ws, streamer_id
 SETTINGS {_SETTINGS}"""
     with _log_source(log_path) as src:
         rows = query(sql, _params(rules, src))
     return {(int(r[0]), str(r[1])): dict(zip(COLUMNS, (int(x) for x in r[2:]))) for r in rows}
+
+
+def expected_audience(query: Query, log_path: str, rules: RuleSet = RuleSet()
+                      ) -> tuple[dict[tuple[int, str], set[str]], dict[tuple[int, str], set[str]]]:
+    """Per (window_start_ms, streamer_id): the viewers who entered, and the buyers (viewers of counted
+    paid orders). Sets, so that unique viewers over any range can be checked exactly."""
+    sql = f"""
+SELECT toInt64(ws), streamer_id,
+    groupUniqArrayIf(viewer_id, kind = 'view' AND action = 'enter'),
+    groupUniqArrayIf(viewer_id, first_order AND status = 'paid')
+FROM ({_facts_sql()})
+GROUP BY ws, streamer_id
+SETTINGS {_SETTINGS}"""
+    with _log_source(log_path) as src:
+        rows = query(sql, _params(rules, src))
+    viewers: dict[tuple[int, str], set[str]] = {}
+    buyers: dict[tuple[int, str], set[str]] = {}
+    for ws, sid, v, b in rows:
+        if v:
+            viewers[(int(ws), str(sid))] = set(v)
+        if b:
+            buyers[(int(ws), str(sid))] = set(b)
+    return viewers, buyers
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -484,7 +521,7 @@ def actual_tallies(query: Query, database: str = "streamproc") -> dict[tuple[int
     ``tallies_10s`` holds one row per (window, streamer, source topic, source partition), re-flushed
     with a growing ``version``: FINAL keeps the latest snapshot of each, and the sum over source
     partitions is the window's total (each metric is non-zero only in its own topic's rows). Unique
-    viewers are merged from their uniq states. A window present in either table is a window.
+    viewers are merged from their exact states. A window present in either table is a window.
     """
     sums = ", ".join(f"toInt64(sum({c}))" for c in COLUMNS if c != "unique_viewers")
     rows = query(
@@ -498,8 +535,8 @@ def actual_tallies(query: Query, database: str = "streamproc") -> dict[tuple[int
         values["unique_viewers"] = 0
         out[(int(r[0]), str(r[1]))] = values
     rows = query(
-        "SELECT toInt64(toUnixTimestamp64Milli(window_start)) AS ws, streamer_id, toInt64(uniqMerge(viewers)) "
-        "FROM {db:Identifier}.unique_viewers_10s GROUP BY ws, streamer_id",
+        "SELECT toInt64(toUnixTimestamp64Milli(window_start)) AS ws, streamer_id, toInt64(uniqExactMerge(viewers)) "
+        "FROM {db:Identifier}.audience_10s GROUP BY ws, streamer_id HAVING uniqExactMerge(viewers) > 0",
         {"db": database},
     )
     for ws, sid, n in rows:

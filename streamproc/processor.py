@@ -7,12 +7,11 @@ from the transport is what lets the same rules run at the Python limit in a benc
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Iterable, Sequence
 
 from . import metrics
 from .deadletter import make_record
-from .events import Rejection, decode, is_pack, split_pack
+from .events import Order, Rejection, decode, is_pack, split_pack
 from .settings import Settings
 from .sink import Sink
 from .state import PartitionState, Rules, Snapshot
@@ -51,22 +50,10 @@ class Processor:
         return resume
 
     def _load_window(self, topic: str, partition: int, key: tuple[int, str]) -> list | None:
-        """Reopen an evicted window from its last snapshot, waiting for the sink as long as it takes.
-
-        This runs inside ``apply``, in the middle of a batch: if it raised, the rest of the batch would
-        be lost while the consumer's position moved past it. Rare (an event within lateness for a
-        window that already left memory) and a correct count needs the snapshot, so it blocks and
-        retries with capped backoff while the sink is away.
-        """
-        backoff = 0.2
-        while True:
-            try:
-                return self.sink.load_window(topic, partition, key)
-            except Exception as exc:  # sink down, timed out, refusing: never drop the batch
-                log.error("reopening window %s of %s/%d failed (%s: %s); retrying in %.1fs", key, topic, partition,
-                          type(exc).__name__, exc, backoff)
-                time.sleep(backoff)
-                backoff = min(self.settings.sink_retry_max_s, backoff * 2)
+        """Reopen an evicted window from its last snapshot. A sink error propagates: the state is left
+        as it was before the unit, and the worker retries the batch (asynchronously, with backoff)
+        from the next unapplied unit."""
+        return self.sink.load_window(topic, partition, key)
 
     def revoke(self, tps: Iterable[TP]) -> None:
         for tp in tps:
@@ -77,8 +64,10 @@ class Processor:
     def handle_batch(self, topic: str, partition: int, records: Sequence[Any]) -> None:
         """Apply consecutive records of one partition (aiokafka records: offset, key, value, timestamp ms).
 
-        Never raises on bad input: bad input becomes a dead letter. The loop is the hot path, so names
-        are bound locally and metrics are counted once per batch.
+        Never raises on bad input: bad input becomes a dead letter. It may raise when the sink is needed
+        and away (reopening a window); called again with the same records, it resumes at the first unit
+        not yet applied. The loop is the hot path, so names are bound locally and metrics are counted
+        once per batch.
         """
         st = self.states.get((topic, partition))
         if st is None:  # not ours (revoked meanwhile): the new owner reads it again
@@ -86,34 +75,41 @@ class Processor:
             return
         s = self.settings
         max_bytes, max_future = s.max_message_bytes, s.max_future_ms
-        apply, skip = st.apply, st.skip
-        last = st.offset
-        accepted = rejected = late = 0
-        for rec in records:
-            offset = rec.offset
-            if offset <= last:  # already applied (redelivery after a seek)
-                continue
-            last = offset
-            key, value, record_ts = rec.key, rec.value, rec.timestamp
-            units = enumerate(split_pack(value)) if value and b"\n" in value and is_pack(value) else ((0, value),)
-            for index, v in units:
-                event = decode(v, topic, key, record_ts, max_bytes=max_bytes, max_future_ms=max_future)
-                if type(event) is Rejection:
-                    skip(offset)
-                    self._dead_letter(topic, partition, offset, key, v, record_ts, event, index)
-                    rejected += 1
-                elif apply(offset, event, index):
-                    accepted += 1
-                else:
-                    late += 1
-                    self._dead_letter(topic, partition, offset, key, v, record_ts,
-                                      Rejection("late", f"more than {s.lateness_ms} ms behind the streamer's watermark"),
-                                      index)
-                    rejected += 1
-        n = accepted + rejected
-        self.counts["consumed"] += n
-        self.counts["accepted"] += accepted
-        metrics.count_batch(topic, accepted, rejected, late)
+        apply, skip, applied = st.apply, st.skip, st.applied
+        tally = [0, 0, 0]  # accepted, rejected, late
+        corrections = st.late_corrections
+        try:
+            for rec in records:
+                offset = rec.offset
+                if offset <= st.offset:  # already applied (redelivery after a seek)
+                    continue
+                key, value, record_ts = rec.key, rec.value, rec.timestamp
+                units = split_pack(value) if value and b"\n" in value and is_pack(value) else [value]
+                final = len(units) - 1
+                for index, v in enumerate(units):
+                    if applied(offset, index):  # a retry after this unit went in
+                        continue
+                    event = decode(v, topic, key, record_ts, max_bytes=max_bytes, max_future_ms=max_future)
+                    if type(event) is Rejection:
+                        skip(offset, index, index == final)
+                        self._dead_letter(topic, partition, offset, key, v, record_ts, event, index)
+                        tally[1] += 1
+                    elif apply(offset, event, index, index == final):
+                        tally[0] += 1
+                    else:
+                        tally[1] += 1
+                        tally[2] += 1
+                        allowed = s.order_dedupe_horizon_ms if type(event) is Order else s.lateness_ms
+                        self._dead_letter(topic, partition, offset, key, v, record_ts,
+                                          Rejection("late", f"more than {allowed} ms behind the streamer's watermark"),
+                                          index)
+        finally:
+            accepted, rejected, late = tally
+            self.counts["consumed"] += accepted + rejected
+            self.counts["accepted"] += accepted
+            metrics.count_batch(topic, accepted, rejected, late)
+            if st.late_corrections > corrections:
+                metrics.LATE_CORRECTIONS.inc(st.late_corrections - corrections)
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      record_ts: int | None, rejection: Rejection, index: int = 0) -> None:

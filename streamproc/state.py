@@ -3,7 +3,12 @@
 State is kept per (topic, partition) rather than per streamer so that one checkpoint (an offset) says
 exactly which prefix of an immutable log the state aggregates. Faust's changelogged tables are not used
 for tallies: under at-least-once delivery their changelog can run ahead of committed offsets and a crash
-would double count (DESIGN.md invariant 2).
+would double count (docs/ARCHITECTURE.md, invariant 2).
+
+A message may carry a pack of events. ``offset`` only moves once every unit of a message is applied;
+``unit`` is the last applied (offset, index). While a message is half applied (an exception between two
+units, e.g. the sink away while a window is reopened) the partition is not snapshotted: its windows
+hold part of a message its checkpoint could not name. The retry resumes after ``unit``.
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ class PartitionState:
         self.partition = partition
         self.rules = rules
         self.loader = loader
-        self.offset = -1  # last applied offset; -1: nothing applied yet
+        self.offset = -1  # last offset whose every unit is applied; -1: nothing applied yet
+        self.unit = (-1, 0)  # last applied (offset, index within a pack); ahead of offset mid-message
         self.flushed_offset = -1
         self.windows: dict[WindowKey, list[int]] = {}
         self.touched: dict[WindowKey, float] = {}
@@ -73,36 +79,42 @@ class PartitionState:
         self.watermark: dict[str, int] = {}  # streamer -> highest accepted event time
         self.concurrent: dict[str, int] = {}  # streamer -> running enters - leaves, in log order
         self.evicted_upto: dict[str, int] = {}  # streamer -> latest window start that left memory
-        self.orders_seen: dict[tuple[str, str], int] = {}  # (order_id, status) -> event time
+        self.orders_seen: dict[tuple[str, str], tuple[int, str]] = {}  # (order_id, status) -> (event time, streamer)
         self.viewer_sets: dict[WindowKey, set[str]] = {}
         self.pending_viewers: list[tuple] = []
         self.pending_orders: list[tuple] = []
-        self.max_ts = 0  # highest event time in the partition, for pruning order dedupe
+        self.max_ts = 0  # highest event time in the partition
+        self.late_corrections = 0  # orders accepted later than the lateness (they correct a past window)
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    def apply(self, offset: int, event: View | Like | Order, index: int = 0) -> bool:
-        """Apply one valid event at ``offset`` (``index`` within a pack); False if it is late."""
+    def apply(self, offset: int, event: View | Like | Order, index: int = 0, last: bool = True) -> bool:
+        """Apply one valid event at ``offset`` (``index`` within a pack, ``last``: the message's last
+        unit); False if it is late.
+
+        Orders are late only past the dedupe horizon: a payment callback minutes behind is still money,
+        and its window is reopened from its snapshot. Views and likes keep the lateness rule.
+        """
         streamer = event.streamer_id
         ts = event.ts
         rules = self.rules
         wm = self.watermark.get(streamer)
-        if is_late(ts, wm, rules.lateness_ms):
-            self.offset = offset
+        kind = type(event)
+        if is_late(ts, wm, rules.order_dedupe_horizon_ms if kind is Order else rules.lateness_ms):
+            self._done(offset, index, last)
             return False
+        key = (window_start(ts, rules.window_ms), streamer)
+        acc = self.windows.get(key)
+        if acc is None:
+            acc = self._open(key)  # may raise (sink away): nothing has changed yet
         if wm is None or ts > wm:
             self.watermark[streamer] = ts
         if ts > self.max_ts:
             self.max_ts = ts
-        key = (window_start(ts, rules.window_ms), streamer)
-        acc = self.windows.get(key)
-        if acc is None:
-            acc = self._open(key)
         acc[EVENTS] += 1
         if ts > acc[MAX_TS]:
             acc[MAX_TS] = ts
         acc[LAST_OFFSET] = offset
-        kind = type(event)
         if kind is View:
             c = self.concurrent.get(streamer, 0)
             if event.action == "enter":
@@ -115,7 +127,8 @@ class PartitionState:
                     seen.add(event.viewer_id)
                     self.pending_viewers.append((key[0], streamer, event.viewer_id))
             else:
-                c -= 1
+                if c > 0:  # a leave whose enter was never counted takes nobody away
+                    c -= 1
                 acc[LEAVES] += 1
             self.concurrent[streamer] = c
             if acc[ENTERS] + acc[LEAVES] == 1 or c > acc[PEAK]:
@@ -126,7 +139,9 @@ class PartitionState:
         else:
             okey = (event.order_id, event.status)
             if okey not in self.orders_seen:
-                self.orders_seen[okey] = ts
+                self.orders_seen[okey] = (ts, streamer)
+                if wm is not None and ts < wm - rules.lateness_ms:
+                    self.late_corrections += 1
                 if event.status == "paid":
                     acc[PAID] += 1
                     acc[ITEMS] += event.quantity
@@ -143,12 +158,25 @@ class PartitionState:
                 )
         self.dirty.add(key)
         self.touched[key] = time.monotonic()
-        self.offset = offset
+        self._done(offset, index, last)
         return True
 
-    def skip(self, offset: int) -> None:
-        """Record that a rejected message at ``offset`` was handled (it still moves the checkpoint)."""
-        self.offset = offset
+    def skip(self, offset: int, index: int = 0, last: bool = True) -> None:
+        """Record that a rejected unit at ``offset`` was handled (it still moves the checkpoint)."""
+        self._done(offset, index, last)
+
+    def _done(self, offset: int, index: int, last: bool) -> None:
+        self.unit = (offset, index)
+        if last:
+            self.offset = offset
+
+    def applied(self, offset: int, index: int) -> bool:
+        """Whether the unit (offset, index) is already in the state (a redelivery or a retry)."""
+        return offset <= self.offset or (offset, index) <= self.unit
+
+    @property
+    def half_applied(self) -> bool:
+        return self.unit[0] > self.offset
 
     def _open(self, key: WindowKey) -> list[int]:
         acc = None
@@ -165,8 +193,9 @@ class PartitionState:
     # -- flushing --------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot | None:
-        """Take the rows for every window changed since the last flush; None if nothing moved."""
-        if self.offset == self.flushed_offset and not self.dirty:
+        """Take the rows for every window changed since the last flush; None if nothing moved, or while
+        a message is half applied (its checkpoint could not say which part is in)."""
+        if (self.offset == self.flushed_offset and not self.dirty) or self.half_applied:
             return None
         version = self.offset
         topic, part = self.topic, self.partition
@@ -207,9 +236,9 @@ class PartitionState:
                 if start > self.evicted_upto.get(streamer, start - 1):
                     self.evicted_upto[streamer] = start
                 evicted += 1
-        horizon = self.max_ts - rules.order_dedupe_horizon_ms
-        if len(self.orders_seen) > 1024:
-            self.orders_seen = {k: t for k, t in self.orders_seen.items() if t >= horizon}
+        if len(self.orders_seen) > 1024:  # forget an order once no copy of it could be accepted any more
+            wm, h = self.watermark, rules.order_dedupe_horizon_ms
+            self.orders_seen = {k: v for k, v in self.orders_seen.items() if v[0] >= wm[v[1]] - h}
         return evicted
 
     @property
@@ -223,10 +252,11 @@ class PartitionState:
         offset: int,
         windows: dict[WindowKey, list[int]],
         streamers: dict[str, tuple[int, int]],
-        orders: dict[tuple[str, str], int],
+        orders: dict[tuple[str, str], tuple[int, str]],
     ) -> None:
         """Load what the sink holds for this partition as of ``offset`` (see sink.restore)."""
         self.offset = self.flushed_offset = offset
+        self.unit = (offset, 0)
         self.windows = windows
         now = time.monotonic()
         self.touched = {k: now for k in windows}

@@ -119,16 +119,16 @@ HAND_LOG = [
     rec(order("s1", T0 + 2_500, "o2", "paid", 1, 500)),  # W0 paid
     rec(order("s1", T0 + 11_000, "o1", "refunded", 2, 1_000)),  # W1 refund
     rec(order("s1", T0 + 11_500, "o1", "refunded", 2, 1_000)),  # W1 retry
-    rec(order("s1", T0 - 20_000, "o3", "paid", 9, 9_999)),  # late: < 11 500 - 30 000
+    rec(order("s1", T0 - 3_600_000, "o3", "paid", 9, 9_999)),  # late: more than the 1 h order horizon behind
     rec(order("s1", T0 + 12_000, "o3", "paid", 1, 700)),  # W1: first *accepted* o3 paid
     rec(order("s1", T0 + 13_000, "o4", "paid", 1, -5)),  # negative_amount
     rec(order("s1", T0 + 14_000, "o4", "paid", 3, 300)),  # W1: first accepted o4 paid
     rec(order("s1", T0 + 21_000, "o5", "refunded", 1, 250)),  # W2: a refund with no paid seen
-    # s2: no floor on concurrency; a null key is never a key mismatch
-    rec(view("s2", T0 + 100, "w1", "leave")),  # c=-1 W0
+    # s2: a leave with nobody counted takes nobody away (never below zero); a null key is never a key mismatch
+    rec(view("s2", T0 + 100, "w1", "leave")),  # c=0 W0
     rec(like("s2", T0 + 200, 10), key=None),  # W0
-    rec(view("s2", T0 + 300, "w1", "enter")),  # c=0 W0
-    rec(view("s2", T0 + 400, "w2", "leave")),  # c=-1 W0
+    rec(view("s2", T0 + 300, "w1", "enter")),  # c=1 W0
+    rec(view("s2", T0 + 400, "w2", "leave")),  # c=0 W0
 ]
 
 HAND_TALLIES = {
@@ -142,7 +142,7 @@ HAND_TALLIES = {
     (W2, "s1"): tallies(events=1, orders_refunded=1, items=-1, gmv_fen=-250, refund_fen=250),
     (W3, "s1"): tallies(events=1, enters=1, concurrent_peak=3, concurrent_close=3, unique_viewers=1),
     (W6, "s1"): tallies(events=2, enters=1, leaves=1, concurrent_peak=2, concurrent_close=2, unique_viewers=1),
-    (W0, "s2"): tallies(events=4, enters=1, leaves=2, concurrent_peak=0, concurrent_close=-1, likes=10,
+    (W0, "s2"): tallies(events=4, enters=1, leaves=2, concurrent_peak=1, concurrent_close=0, likes=10,
                         unique_viewers=1),
 }
 
@@ -194,7 +194,7 @@ def test_rules_are_parameters(query, hand_log):
     assert set(reasons) - {None} <= {"late", "oversized", "key_mismatch", "bad_value", "negative_amount"}
     assert reasons.count("oversized") == sum(len(r.value) > 200 for r in HAND_LOG)
     t = oracle.expected_tallies(query, str(hand_log), oracle.RuleSet(window_ms=1_000))
-    assert t[(T0, "s2")] == tallies(events=4, enters=1, leaves=2, concurrent_peak=0, concurrent_close=-1, likes=10,
+    assert t[(T0, "s2")] == tallies(events=4, enters=1, leaves=2, concurrent_peak=1, concurrent_close=0, likes=10,
                                     unique_viewers=1)
     # [T0+1 000, T0+2 000) of s1: the view at +1 000, order o1 at +1 500 and its retry at +1 600
     assert t[(T0 + 1_000, "s1")] == tallies(events=3, enters=1, concurrent_peak=1, concurrent_close=1,
@@ -370,7 +370,7 @@ def test_sql_reasons_equal_decode_on_random_records(query, tmp_path):
     records = [random_record(rnd) for _ in range(600)]
     path = tmp_path / "random.jsonl"
     write_log(path, records)
-    got = oracle.expected_reasons(query, str(path), oracle.RuleSet(lateness_ms=10**15))  # nothing is late
+    got = oracle.expected_reasons(query, str(path), oracle.RuleSet(lateness_ms=10**15, order_horizon_ms=10**15))  # nothing is late
     want = [_decode_reason(r) for r in records]
     diffs = [(i, w, g, records[i]) for i, (w, g) in enumerate(zip(want, got)) if w != g]
     assert not diffs, diffs[:5]
@@ -381,11 +381,29 @@ def test_sql_reasons_equal_decode_on_parser_edge_cases(query, tmp_path):
     records = [raw(v) for v in EDGE_VALUES]
     path = tmp_path / "edge.jsonl"
     write_log(path, records)
-    got = oracle.expected_reasons(query, str(path), oracle.RuleSet(lateness_ms=10**15))
+    got = oracle.expected_reasons(query, str(path), oracle.RuleSet(lateness_ms=10**15, order_horizon_ms=10**15))
     want = [_decode_reason(r) for r in records]
     diffs = [(i, w, g, records[i].value[:60]) for i, (w, g) in enumerate(zip(want, got)) if w != g]
     assert not diffs, diffs[:5]
     assert {None, "malformed_json", "wrong_type"} <= set(want)
+
+
+def test_an_order_is_late_only_past_the_horizon(query, tmp_path):
+    """A payment callback minutes behind is still money: it counts in its own window."""
+    log = [rec(order("s1", T0 + 600_000, "o1", "paid", 1, 100)),
+           rec(order("s1", T0, "o2", "paid", 2, 250)),  # 10 min behind: past the lateness, inside the horizon
+           rec(order("s1", T0 + 600_000 - 3_600_001, "o3", "paid", 1, 50)),  # past the horizon: late
+           rec(view("s1", T0, "v1", "enter")),
+           rec(view("s1", T0 + 600_000, "v1", "enter")),
+           rec(view("s1", T0, "v2", "enter"))]  # a view keeps the lateness rule
+    path = tmp_path / "late_orders.jsonl"
+    write_log(path, log)
+    assert oracle.expected_reasons(query, str(path)) == [None, None, "late", None, None, "late"]
+    t = oracle.expected_tallies(query, str(path))
+    assert t[(T0, "s1")] == tallies(events=2, enters=1, concurrent_peak=1, concurrent_close=1, orders_paid=1, items=2,
+                                    gmv_fen=250, unique_viewers=1)
+    viewers, buyers = oracle.expected_audience(query, str(path))
+    assert viewers[(T0, "s1")] == {"v1"} and buyers[(T0, "s1")] == {"v1"}
 
 
 def test_late_is_against_valid_events_only_and_per_topic(query, tmp_path):
@@ -451,10 +469,11 @@ def sink(query):
     query(f"CREATE DATABASE {db}", None)
     query(f"USE {db}", None)
     try:
-        sql = re.sub(r"--[^\n]*", "", SCHEMA.read_text())
-        for stmt in (s.strip() for s in sql.split(";")):
-            if stmt:
-                query(stmt, None)
+        for path in sorted(SCHEMA.parent.glob("*.sql")):  # every migration, in order, as the worker applies them
+            sql = re.sub(r"--[^\n]*", "", path.read_text())
+            for stmt in (s.strip() for s in sql.split(";")):
+                if stmt:
+                    query(stmt, None)
     finally:
         query("USE default", None)
     # no background merge may collapse versions behind the test's back: FINAL has to do it
