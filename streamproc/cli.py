@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 from typing import Callable
 
 from .logging_setup import configure as configure_logging
@@ -117,12 +119,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
             return 2
         summary = run_until_done(settings, events=args.events, seed=args.seed, log=args.log, chaos=chaos)
         print(json.dumps(summary, ensure_ascii=False))
+        print(f"read the boards of this run: {_leaderboard_command(settings)}", file=sys.stderr)  # stdout ends in the JSON
         return 0 if summary["oracle_match"] else 1
     if args.chaos:
         print("streamproc demo: --chaos needs --until-done (the run must end in a reconcile)", file=sys.stderr)
         return 2
     run_live(settings, rate=args.rate, seed=args.seed)
     return 0
+
+
+def _leaderboard_command(settings: Settings) -> str:
+    """The command that shows the boards of an `--until-done` run, which keeps its store in DATA_DIR/demo
+    (a bare `streamproc leaderboard` reads DATA_DIR and would find nothing). Spelled as this command was
+    started, so that it can be pasted as is."""
+    program = [sys.argv[0]] if Path(sys.argv[0]).name == "streamproc" else [sys.executable, "-m", "streamproc"]
+    return shlex.join([*program, "leaderboard", "--data-dir", str(Path(settings.data_dir) / "demo"), "--window", "today"])
 
 
 def cmd_deadletter(args: argparse.Namespace) -> int:

@@ -1,15 +1,24 @@
-"""`streamproc leaderboard` and `streamproc streamers load`, run as commands on a real chDB store."""
+"""`streamproc leaderboard` and `streamproc streamers load`, run as commands on a real chDB store, on a
+store a running worker holds (found through the store's lock file), and on no store at all."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
-from leaderboard_data import Oracle, build_log
+from leaderboard_data import Oracle, build_log, get_json, publish_and_settle, start_worker
+from streamproc.broker import free_port
+from streamproc.settings import Settings
+from streamproc.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,3 +89,109 @@ def test_streamers_load_replaces_the_dimension_from_csv_and_json(store: Path, tm
     broken.write_text("streamer_id,name,colour\ns1,甲,red\n", encoding="utf-8")
     failed = run("streamers", "load", str(broken), "--data-dir", str(store))
     assert failed.returncode == 1 and "colour" in failed.stderr
+
+
+def assert_one_line(out: subprocess.CompletedProcess[str]) -> None:
+    assert out.returncode == 1, out
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_leaderboard_asks_the_worker_that_holds_the_store(tmp_path: Path) -> None:
+    """The CLI is given only the data dir: the worker's web port (not the default) comes from the lock file."""
+    settings = Settings.from_env(env={}, data_dir=str(tmp_path / "data"), embedded_broker_port=free_port(),
+                                 web_port=free_port(), flush_interval_s=0.5, rollup_interval_s=0.5)
+    log = build_log(rate_per_s=1.0)
+    with Stack(settings, tmp_path / "logs") as stack:
+        worker = start_worker(stack, tmp_path, log.streamers)
+        try:
+            publish_and_settle(stack, worker, log.records)
+            for flags, path, query in [
+                (["--window", "today", "--limit", "20"], "/api/leaderboard", {"window": "today", "limit": 20}),
+                (["--metric", "views", "--window", "1h", "--group-by", "county"], "/api/regions",
+                 {"metric": "views", "window": "1h", "level": "county"}),
+            ]:
+                out = run("leaderboard", *flags, "--json", "--data-dir", settings.data_dir)
+                assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+                status, answer = get_json(worker.url + path + "?" + urllib.parse.urlencode(query))
+                assert status == 200 and answer["rows"]
+                assert json.loads(out.stdout) == answer
+
+            rooms = tmp_path / "rooms.csv"
+            rooms.write_text("streamer_id,name\ns0001,甲\n", encoding="utf-8")
+            refused = run("streamers", "load", str(rooms), "--data-dir", settings.data_dir)
+            assert_one_line(refused)
+            assert f"process {worker.proc.pid}" in refused.stderr and "STREAMPROC_STREAMERS_FILE" in refused.stderr
+        finally:
+            worker.stop()
+
+
+@contextlib.contextmanager
+def holding(data_dir: Path, info: dict[str, Any] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """A process that opens the embedded store under ``data_dir`` (publishing ``info``, as a worker
+    publishes its web address) and keeps it until it is killed."""
+    code = (
+        "import sys\nfrom streamproc.sink.chdb import ChdbSink\n"
+        f"sink = ChdbSink({str(data_dir / 'clickhouse')!r})\n"
+        + (f"sink.announce({info!r})\n" if info else "")
+        + "print('holding', flush=True)\nsys.stdin.read()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_held_store_whose_worker_does_not_answer_is_one_line(tmp_path: Path) -> None:
+    published, configured = free_port(), free_port()  # nothing listens on either
+    with holding(tmp_path, {"web": f"http://127.0.0.1:{published}"}) as proc:
+        out = run("leaderboard", "--data-dir", str(tmp_path))
+    assert_one_line(out)
+    assert f"process {proc.pid}" in out.stderr and f"http://127.0.0.1:{published}" in out.stderr
+
+    with holding(tmp_path) as proc:  # no address published: the settings' web address is asked
+        out = run("leaderboard", "--data-dir", str(tmp_path), "--web-port", str(configured))
+    assert_one_line(out)
+    assert f"process {proc.pid}" in out.stderr and f":{configured}" in out.stderr
+
+
+def test_no_data_is_said_and_reading_creates_no_store(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    out = run("leaderboard", "--data-dir", str(missing))
+    assert_one_line(out)
+    assert f"no data in {missing / 'clickhouse'}" in out.stderr and not missing.exists()
+
+    empty = tmp_path / "empty"
+    (empty / "clickhouse").mkdir(parents=True)
+    out = run("leaderboard", "--window", "today", "--data-dir", str(empty))
+    assert_one_line(out)
+    assert "no data in" in out.stderr
+    assert not list((empty / "clickhouse").rglob("streamproc*")), "the read created the database"
+
+    assert run("schema", "apply", "--data-dir", str(empty)).returncode == 0  # tables, but no tallies yet
+    out = run("leaderboard", "--data-dir", str(empty))
+    assert_one_line(out)
+    assert "no data in" in out.stderr
+
+
+def try_open(data_dir: Path) -> str:
+    """Open the store in another process: ``busy <pid>`` (StoreBusy, chDB untouched) or ``opened``."""
+    code = (
+        "from streamproc.sink.chdb import ChdbSink\nfrom streamproc.store_lock import StoreBusy\n"
+        f"try:\n    ChdbSink({str(data_dir / 'clickhouse')!r}).close()\n"
+        "except StoreBusy as exc:\n    print('busy', exc.holder['pid'])\nelse:\n    print('opened')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_the_store_lock_names_its_holder_and_dies_with_it(tmp_path: Path) -> None:
+    with holding(tmp_path) as proc:
+        assert try_open(tmp_path) == f"busy {proc.pid}"
+        os.kill(proc.pid, signal.SIGKILL)  # no close, no goodbye: the kernel drops the lock
+        proc.wait()
+        assert try_open(tmp_path) == "opened"

@@ -1,8 +1,9 @@
 """Embedded ClickHouse: the chDB engine in-process, MergeTree data on local disk.
 
-chDB holds a lock on its data path, so one process owns it; other processes read through the worker's
-HTTP API. Calls are serialised with a lock because the worker flushes from a thread while its web
-server answers queries.
+chDB lets one process own a data path; other processes read through the worker's HTTP API. Which
+process that is, and where its API is, comes from our own lock file (``store_lock``), taken before chDB
+is touched, so a second opener gets StoreBusy naming the holder instead of chDB's error text. Calls are
+serialised with a lock because the worker flushes from a thread while its web server answers queries.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Sequence
 
 import orjson
 
+from ..store_lock import StoreLock
 from .base import INSERT_FORMAT, Sink
 
 
@@ -29,17 +31,33 @@ def bind(params: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 class ChdbSink(Sink):
+    visibility_lag_ms = 0  # one process, statements one at a time: a write is visible when its call returns
+
     def __init__(self, path: str | Path, database: str = "streamproc") -> None:
+        """Open the store at ``path``; StoreBusy if another process holds it.
+
+        The database is used if it exists but not created: a reader must not leave an empty store
+        behind (``apply_schema`` creates it for writers).
+        """
         import chdb
 
         super().__init__(database)
         Path(path).mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self._lock = threading.Lock()
-        self._conn = chdb.connect(self.path)
+        self._hold = StoreLock(path)
+        try:
+            self._conn = chdb.connect(self.path)
+        except BaseException:
+            self._hold.release()
+            raise
         self._conn.query("SET output_format_json_quote_64bit_integers = 0")
-        self._conn.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-        self.use_database()
+        if self.rows("SELECT count() FROM system.databases WHERE name = {d:String}", {"d": database})[0][0]:
+            self.use_database()
+
+    def announce(self, info: dict[str, Any]) -> None:
+        """Tell other processes where this one can be reached (the worker: its web address)."""
+        self._hold.announce(info)
 
     def use_database(self) -> None:
         with self._lock:
@@ -74,3 +92,4 @@ class ChdbSink(Sink):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._hold.release()
