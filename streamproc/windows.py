@@ -1,7 +1,7 @@
 """Event-time rules: which window an event belongs to, and whether it is too late.
 
 Both are pure functions of the log, never of the wall clock, so that a replay at any speed reaches the
-same verdicts as the live run (DESIGN.md invariant 3).
+same verdicts as the live run (docs/ARCHITECTURE.md, invariant 3).
 """
 
 from __future__ import annotations
