@@ -15,6 +15,7 @@ and the streamers, so a consumer can drop repeats if two workers watch the same 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -138,7 +139,8 @@ def event(board: WatchedBoard, as_of: int, change: Change, rows: dict[str, dict[
 def register(app: Any, worker: Any) -> None:
     """Evaluate the watched boards on a timer inside the worker and publish their changes."""
     s = worker.settings
-    boards = parse_boards(s.leaderboard_boards)
+    boards = [WatchedBoard(b.name, dataclasses.replace(b.request, min_audience=s.conversion_min_viewers))
+              for b in parse_boards(s.leaderboard_boards)]
     watches = {b.name: BoardWatch() for b in boards}
     topic = app.topic(s.topic(TOPIC), key_type=bytes, value_type=bytes, acks=False)
 

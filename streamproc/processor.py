@@ -31,7 +31,7 @@ class Processor:
                            settings.idle_close_ms)
         self.states: dict[TP, PartitionState] = {}
         self.dead: list[tuple[bytes, bytes]] = []
-        self.counts = {"consumed": 0, "accepted": 0, "rejected": 0, "stale": 0}
+        self.counts = {"consumed": 0, "accepted": 0, "rejected": 0, "stale": 0, "late_corrections": 0}
 
     # -- ownership ------------------------------------------------------------------------------
 
@@ -109,6 +109,7 @@ class Processor:
             self.counts["accepted"] += accepted
             metrics.count_batch(topic, accepted, rejected, late)
             if st.late_corrections > corrections:
+                self.counts["late_corrections"] += st.late_corrections - corrections
                 metrics.LATE_CORRECTIONS.inc(st.late_corrections - corrections)
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,

@@ -4,13 +4,12 @@ leaderboard API and the live leaderboard page.
 Every API handler validates its query string against ``api_spec.ENDPOINTS`` (unknown, repeated or bad
 parameters are a 400 naming the parameter) and then asks ``queries``; the sink's blocking calls run in
 a thread, so the event loop keeps consuming. The page is plain files from ``static/``, no build step.
-The timers that keep the boards fresh (rollups, change events) are registered here too, next to what
-they serve.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import urllib.parse
@@ -21,7 +20,7 @@ import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import leaderboard_changes, metrics, queries, rollup, webauth
+from . import metrics, queries, webauth
 from .api_spec import ENDPOINTS, openapi
 from .query_params import BadParameter, Request, parse
 
@@ -38,13 +37,13 @@ def _json(view: Any, value: Any, status: int = 200) -> Any:
     return view.bytes(orjson.dumps(value), content_type="application/json", status=status)
 
 
-def _request(path: str, request: Any) -> Request:
+def _request(path: str, request: Any, min_audience: int) -> Request:
     raw: dict[str, str] = {}
     for k, v in urllib.parse.parse_qsl(request.query_string, keep_blank_values=True):
         if k in raw:
             raise BadParameter(k, "given more than once")
         raw[k] = v
-    return parse(raw, ENDPOINTS[path][1])
+    return dataclasses.replace(parse(raw, ENDPOINTS[path][1]), min_audience=min_audience)
 
 
 def register(app: faust.App, worker: "Worker") -> None:
@@ -62,7 +61,7 @@ def register(app: faust.App, worker: "Worker") -> None:
     def api(path: str, answer: Callable[[Request, dict[str, str]], Any]) -> None:
         async def handler(self: Any, request: Any, **match: str) -> Any:
             try:
-                req = _request(path, request)
+                req = _request(path, request, s.conversion_min_viewers)
                 for name, value in match.items():
                     parse({name: value}, (name,))
                 result = await asyncio.to_thread(answer, req, match)
@@ -88,8 +87,10 @@ def register(app: faust.App, worker: "Worker") -> None:
     api("/api/rising", lambda req, _: queries.rising(sink, req, clk()).to_json())
     api("/api/regions", lambda req, _: queries.regions(sink, req, clk()).to_json())
     api("/api/series", lambda req, _: queries.series(sink, req, clk()))
-    api("/api/streamer/{streamer_id}", lambda req, m: queries.streamer(sink, m["streamer_id"], req.time, clk()))
-    api("/api/freshness", lambda req, _: queries.freshness(sink, int(time.time() * 1000)))
+    api("/api/streamer/{streamer_id}",
+        lambda req, m: queries.streamer(sink, m["streamer_id"], req.time, clk(), req.min_audience))
+    api("/api/freshness", lambda req, _: {**queries.freshness(sink, int(time.time() * 1000)),
+                                          "late_corrections_total": worker.processor.counts["late_corrections"]})
 
     spec = orjson.dumps(openapi())
 
@@ -111,8 +112,3 @@ def register(app: faust.App, worker: "Worker") -> None:
     async def index(self: Any, request: Any) -> Any:
         body, _ = files["index.html"]
         return self.bytes(body, content_type="text/html", headers={"Cache-Control": "no-cache"})
-
-    if s.rollup_interval_s > 0:
-        rollup.register(app, worker, s.rollup_interval_s)
-    if s.leaderboard_boards and s.leaderboard_changes_interval_s > 0:
-        leaderboard_changes.register(app, worker)

@@ -18,7 +18,7 @@ from typing import Any
 import faust
 from faust.types import TP as FaustTP
 
-from . import metrics, streamers_dim, web
+from . import leaderboard_changes, metrics, rollup, streamers_dim, web
 from .fetch import Batch, BatchTransport, Deliver
 from .kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
 from .logging_setup import logging_config
@@ -55,6 +55,9 @@ class Worker:
 
             arm_crash_before_checkpoint(self.sink, settings.fault_crash_before_checkpoint)
         self.sink.apply_schema()
+        announce = getattr(self.sink, "announce", None)  # an embedded store: tell readers where our API is
+        if announce:
+            announce({"web": f"http://{settings.web_host}:{settings.web_port}"})
         if settings.streamers_file:
             n = streamers_dim.load(self.sink, settings.streamers_file)
             log.info("loaded %d streamers from %s", n, settings.streamers_file)
@@ -102,6 +105,10 @@ class Worker:
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
         web.register(app, self)
+        if s.rollup_interval_s > 0:  # the timers that keep the boards fresh
+            rollup.register(app, self, s.rollup_interval_s)
+        if s.leaderboard_boards and s.leaderboard_changes_interval_s > 0:
+            leaderboard_changes.register(app, self)
         return app
 
     def _add_agent(self, app: faust.App, name: str) -> None:
@@ -277,7 +284,9 @@ class Worker:
             self.processor.revoke(mine)
 
     async def _on_shutdown(self, app: Any, **_: Any) -> None:
-        """A graceful stop writes what was applied, so a restart replays nothing it need not.
+        """A graceful stop writes what was applied, so a restart replays nothing it need not, then rolls
+        it up, so the rollup tables hold everything written (boards read pending minutes from 10 s rows
+        either way; this keeps a stopped store's rollups whole).
 
         Fetching has stopped when this runs; the snapshot is of a prefix of the log, like any flush.
         Bounded in time: with the sink away, the checkpoint already in ClickHouse is still correct.
@@ -287,6 +296,12 @@ class Worker:
         except Exception as exc:
             log.warning("final flush on shutdown did not complete (%s); the next start replays from the checkpoint",
                         type(exc).__name__)
+        if self.settings.rollup_interval_s > 0:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(rollup.run_once, self.sink, self.settings.window_ms), 20)
+            except Exception as exc:
+                log.warning("final rollup pass on shutdown did not complete (%s); the next pass rolls it",
+                            type(exc).__name__)
 
 
 def run_worker(settings: Settings) -> None:

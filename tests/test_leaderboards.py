@@ -87,6 +87,53 @@ def test_rollups_hold_each_snapshot_once_and_a_rerun_changes_nothing(loaded) -> 
     assert tuple(map(int, sink.rows("SELECT sum(gmv_fen), sum(likes) FROM tallies_1m FINAL")[0])) == (gmv, likes)
 
 
+class _Spans:
+    """A sink that records, per thread, when each of its statements ran (and makes each one slow)."""
+
+    def __init__(self, sink: ChdbSink) -> None:
+        self.sink, self.calls = sink, []
+
+    def _timed(self, fn, *args):
+        import threading
+        import time
+
+        start = time.monotonic()
+        time.sleep(0.01)  # a slow store: passes that could interleave, would
+        try:
+            return fn(*args)
+        finally:
+            self.calls.append((threading.get_ident(), start, time.monotonic()))
+
+    def rows(self, sql, params=None):
+        return self._timed(self.sink.rows, sql, params)
+
+    def command(self, sql, params=None):
+        return self._timed(self.sink.command, sql, params)
+
+    def __getattr__(self, name):
+        return getattr(self.sink, name)
+
+
+def test_rollup_passes_never_overlap(loaded) -> None:
+    """Three passes started at once run one after another: each thread's statements form one span,
+    and no two spans overlap (the store's own lock would only serialise single statements)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sink, _, _ = loaded
+    spy = _Spans(sink)
+    sink.command("INSERT INTO rollup_marks SELECT now64(3), toStartOfMinute(window_start) AS m, streamer_id "
+                 "FROM tallies_10s GROUP BY m, streamer_id")  # work for every pass
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: rollup.run_once(spy), range(3)))
+    spans = {}
+    for tid, a, b in spy.calls:
+        lo, hi = spans.get(tid, (a, b))
+        spans[tid] = (min(lo, a), max(hi, b))
+    ordered = sorted(spans.values())
+    assert len(ordered) == 3 and all(x[1] <= y[0] for x, y in zip(ordered, ordered[1:])), ordered
+    assert results[0].marks > 0
+
+
 def test_regions_rank_places_like_the_oracle(loaded) -> None:
     sink, _, oracle = loaded
     for level, cols in (("province", ("province",)), ("county", ("province", "county")), ("category", ("category",))):

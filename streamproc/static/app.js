@@ -25,12 +25,13 @@ function formatYuan(yuanText) {
 
 function formatValue(row, metric) {
   if (metric === "gmv") return formatYuan(row.gmv_yuan);
-  if (metric === "conversion") return (row.conversion * 100).toFixed(1) + "%";
+  // null below the minimum audience: no percentage worth ranking (and none shown)
+  if (metric === "conversion") return row.conversion === null ? "—" : (row.conversion * 100).toFixed(1) + "%";
   return groupDigits(String(row[metric]));
 }
 
 const METRIC_LABEL = {
-  gmv: "成交额 GMV", orders: "订单 orders", views: "进房 views", unique_viewers: "访客 unique",
+  gmv: "成交额 GMV", orders: "订单 orders", views: "进房 views", unique_viewers: "访客 unique", buyers: "买家 buyers",
   likes: "点赞 likes", concurrent_viewers: "在线 live", conversion: "转化率 conversion",
 };
 
@@ -155,6 +156,10 @@ async function freshness() {
     const f = await (await fetch("/api/freshness", { cache: "no-store" })).json();
     // Boards run on event time (a replayed day shows its own clock), so freshness is the last write.
     $("#freshness").textContent = f.flush_age_s === null ? "" : `更新于 ${Math.max(0, f.flush_age_s).toFixed(0)} 秒前 updated ${Math.max(0, f.flush_age_s).toFixed(0)} s ago`;
+    // late payments are counted in their own (past) window: say that past numbers moved
+    const n = f.late_corrections_total || 0;
+    $("#corrections").textContent = n ? `过去窗口已更正 ${n} 次 · ${n} late orders corrected past windows` : "";
+    $("#corrections").hidden = !n;
   } catch (err) { /* the board itself reports errors */ }
   setTimeout(freshness, 5000);
 }
