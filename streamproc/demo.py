@@ -47,6 +47,8 @@ def run_until_done(settings: Settings, *, events: int = 100_000, seed: int = 1, 
         log = str(run_dir / "events.jsonl.zst")
         events = write_log(log, generate(events, seed=seed, start_ms=int(time.time() * 1000) - 60_000))
         streamers_to_jsonl(build_streamers(500, seed), run_dir / "streamers.jsonl")
+        if not settings.streamers_file:  # the rooms' places and categories: region boards need them
+            settings = settings.replace(streamers_file=str(run_dir / "streamers.jsonl"))
     else:
         events = sum(1 for _ in read_log(log))
 
@@ -79,21 +81,33 @@ def run_until_done(settings: Settings, *, events: int = 100_000, seed: int = 1, 
 
 
 def reconcile(settings: Settings, log: str, dead_letters: list[Any] | None = None) -> dict[str, Any]:
-    """Compare the sink with the oracle computed from ``log``; the sink must not be open elsewhere."""
-    from .oracle import RuleSet, actual_tallies, compare, expected_deadletters, expected_tallies, format_mismatches
+    """Compare what users read with the oracle computed from ``log``: the 10 s tallies, the rollups, the
+    audiences and every board of the query layer (``board_oracle``), and the dead letters if given.
+    ``oracle_match`` is true only when all of them agree. The sink must not be open elsewhere."""
+    from .board_oracle import Truth, check_store
+    from .oracle import RuleSet, actual_tallies, compare, expected_audience, expected_deadletters, expected_tallies, \
+        format_mismatches
     from .sink import open_sink
 
     sink = open_sink(settings)
     try:
-        rules = RuleSet(window_ms=settings.window_ms, lateness_ms=settings.lateness_ms,
-                        max_future_ms=settings.max_future_ms, max_bytes=settings.max_message_bytes)
+        sink.use_database()  # the boards are read the way the query layer reads them: unqualified
+        rules = RuleSet.from_settings(settings)
         expected = expected_tallies(sink.rows, os.path.abspath(log), rules)
         actual = actual_tallies(sink.rows, settings.clickhouse_database)
         mismatches = compare(expected, actual)
-        summary: dict[str, Any] = {"windows": len(expected), "oracle_match": not mismatches,
+        summary: dict[str, Any] = {"windows": len(expected), "tallies_match": not mismatches,
                                    "mismatches": len(mismatches)}
         if mismatches:
             print(format_mismatches(mismatches), file=sys.stderr)
+        viewers, buyers = expected_audience(sink.rows, os.path.abspath(log), rules)
+        truth = Truth(expected, viewers, buyers, _dimension(sink), settings.window_ms)
+        boards = check_store(sink, truth, min_audience=settings.conversion_min_viewers)
+        summary.update(boards_match=boards.ok, boards_mismatches=boards.mismatches[:5], boards_checked=boards.checked,
+                       board_queries=boards.queries, board_check_seconds=boards.seconds)
+        if not boards.ok:
+            print("boards differ from the oracle:\n  " + "\n  ".join(boards.mismatches), file=sys.stderr)
+        matched = not mismatches and boards.ok
         if dead_letters is not None:
             want = expected_deadletters(sink.rows, os.path.abspath(log), rules)
             got: Counter = Counter()
@@ -104,11 +118,17 @@ def reconcile(settings: Settings, log: str, dead_letters: list[Any] | None = Non
             summary["dead_letter_expected"] = sum(want.values())
             summary["dead_letter_match"] = got == want
             summary["dead_letter_reasons"] = dict(Counter(r for (_, _, r), n in got.items() for _ in range(n)))
-            if got != want:
-                summary["oracle_match"] = False
+            matched = matched and got == want
+        summary["oracle_match"] = matched
         return summary
     finally:
         sink.close()
+
+
+def _dimension(sink: Any) -> dict[str, dict[str, str]]:
+    """The streamers dimension as loaded: an input of the boards, like the log."""
+    cols = ("name", "platform", "province", "county", "village", "category")
+    return {r[0]: dict(zip(cols, r[1:])) for r in sink.rows(f"SELECT streamer_id, {', '.join(cols)} FROM streamers FINAL")}
 
 
 def run_live(settings: Settings, *, rate: float = 2000, seed: int = 1) -> None:
