@@ -439,10 +439,12 @@ def rising(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
         return (f"SELECT t.streamer_id AS streamer_id, {_SCORE[req.metric]} AS score FROM ({_per_streamer(prefix, t)}) "
                 f"AS t {aud} LEFT JOIN {_STREAMERS} AS s ON s.streamer_id = t.streamer_id WHERE {_PLACE_FILTER}")
 
-    def ranked(prefix: str, t: Tiles) -> list[tuple[float, str]]:
+    def score(v: Any) -> float:
         # a conversion under the minimum audience (-1) is no score to grow from: it counts as 0
-        return sorted(((max(float(v), 0.0), sid) for sid, v in sink.rows(scores(prefix, t), params)),
-                      key=lambda x: (-x[0], x[1]))
+        return max(float(v), 0.0) if req.metric == "conversion" else float(v)
+
+    def ranked(prefix: str, t: Tiles) -> list[tuple[float, str]]:
+        return sorted(((score(v), sid) for sid, v in sink.rows(scores(prefix, t), params)), key=lambda x: (-x[0], x[1]))
 
     cur, prev = ranked("c", cur_t), ranked("p", prev_t)
     prev_rank = {sid: i + 1 for i, (_, sid) in enumerate(prev)}
