@@ -16,8 +16,10 @@ import re
 import threading
 import zlib
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from multidict import MultiDict
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +65,20 @@ class ChdbHttpServer:
         if not self._authorised(request):
             return web.Response(status=401, text="Code: 516. DB::Exception: default: Authentication failed. (AUTHENTICATION_FAILED)\n",
                                 headers={"X-ClickHouse-Exception-Code": "516"})
-        body = await request.read()
+        q: Any = request.query
+        if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            # the form a client sends when the query or its parameters are too long for a URL: the
+            # server reads `query` and `param_*` from the form as from the URL
+            q = MultiDict(q)
+            q.extend((k, v) for k, v in (await request.post()).items() if isinstance(v, str))
+            body = b""
+        else:
+            body = await request.read()
         encoding = request.headers.get("Content-Encoding", "").lower()
         try:
             body = _decompress(body, encoding)
         except Exception as exc:  # a body we cannot read is the client's error, not ours
             return web.Response(status=400, text=f"Code: 354. DB::Exception: cannot decompress {encoding}: {exc}\n")
-        q = request.query
         sql = q.get("query")
         sql = (sql + "\n" + body.decode() if body else sql) if sql else body.decode()
         params = {k[6:]: v for k, v in q.items() if k.startswith("param_")}
