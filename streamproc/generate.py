@@ -61,6 +61,7 @@ __all__ = [
     "LABEL_VALID",
     "LABEL_DUPLICATE",
     "LABEL_LATE",
+    "LABEL_LATE_ORDER",
     "MALFORMED_REASONS",
 ]
 
@@ -70,6 +71,8 @@ DEFAULT_START_MS = int(datetime(2026, 11, 11, 20, tzinfo=timezone(timedelta(hour
 LABEL_VALID = "valid"  # decodes to an event and is on time (possibly a little out of order)
 LABEL_DUPLICATE = "duplicate"  # byte-identical re-delivery of an earlier valid record
 LABEL_LATE = "late"  # decodes, but is older than the streamer's watermark by more than the lateness
+# an order as late as that, but within the order dedupe horizon: a late payment, counted in its own window
+LABEL_LATE_ORDER = "late_order"
 # Every rejection reason ``events.decode`` can give on its own ("late" needs a watermark).
 MALFORMED_REASONS = (
     "oversized",
@@ -312,7 +315,7 @@ def generate_labeled(
 ) -> Iterator[tuple[LogRecord, str]]:
     """Like :func:`generate` (same records, same bytes), with what each record was meant to be.
 
-    The label is :data:`LABEL_VALID`, :data:`LABEL_DUPLICATE`, :data:`LABEL_LATE` or the rejection
+    The label is :data:`LABEL_VALID`, :data:`LABEL_DUPLICATE`, :data:`LABEL_LATE`, :data:`LABEL_LATE_ORDER` or the rejection
     reason ``events.decode`` must give (one of :data:`MALFORMED_REASONS`), so a test or a reconciliation
     can check the pipeline against intent rather than against itself.
     """
@@ -628,7 +631,8 @@ class _Sim:
                             obj = like(r, now, ts) if is_like else order(r, ts)
                             emitted += 1
                             last = now
-                            yield LogRecord(TOPIC_LIKES if is_like else TOPIC_ORDERS, r.key, now, dumps(obj)), LABEL_LATE
+                            yield (LogRecord(TOPIC_LIKES if is_like else TOPIC_ORDERS, r.key, now, dumps(obj)),
+                                   LABEL_LATE if is_like else LABEL_LATE_ORDER)
                             continue
                 k = rnd()
                 r = None

@@ -24,6 +24,7 @@ from streamproc.generate import (
     DUP_WINDOW_MS,
     LABEL_DUPLICATE,
     LABEL_LATE,
+    LABEL_LATE_ORDER,
     LABEL_VALID,
     MALFORMED_REASONS,
     Streamer,
@@ -142,7 +143,7 @@ def test_bad_arguments():
 
 def test_every_record_decodes_as_intended(feed):
     for rec, label, ev in feed:
-        if label in (LABEL_VALID, LABEL_DUPLICATE, LABEL_LATE):
+        if label in (LABEL_VALID, LABEL_DUPLICATE, LABEL_LATE, LABEL_LATE_ORDER):
             assert not isinstance(ev, Rejection), (label, ev, rec)
         else:
             assert isinstance(ev, Rejection) and ev.reason == label, (label, ev, rec)
@@ -154,7 +155,8 @@ def test_mix_contains_every_imperfection(feed):
     malformed = sum(labels[r] for r in MALFORMED_REASONS)
     assert 0.003 * N < malformed < 0.007 * N
     assert 0.007 * N < labels[LABEL_DUPLICATE] < 0.013 * N
-    assert 0.002 * N < labels[LABEL_LATE] < 0.004 * N
+    assert 0.002 * N < labels[LABEL_LATE] + labels[LABEL_LATE_ORDER] < 0.004 * N
+    assert labels[LABEL_LATE] > labels[LABEL_LATE_ORDER] > 0  # mostly likes; late payments too
     assert sum(labels.values()) == N
     # Duplicates are mostly orders (payment-callback retries), some views and likes.
     dup_topics = Counter(rec.topic for rec, label, _ in feed if label == LABEL_DUPLICATE)
@@ -206,11 +208,12 @@ def test_late_and_out_of_order(feed):
         if isinstance(ev, Rejection):
             continue
         w = wm_streamer[ev.streamer_id]
-        if label == LABEL_LATE:
+        if label in (LABEL_LATE, LABEL_LATE_ORDER):
             late += 1
             # older than the streamer's newest event (any topic, or its own topic) by more than lateness
             assert ev.ts < wm_topic[rec.topic, ev.streamer_id] - LATENESS <= w - LATENESS
             assert ev.ts >= w - LATENESS - 130_000  # but not absurdly old: a phone that lost signal
+            assert (label == LABEL_LATE_ORDER) == isinstance(ev, Order)  # a late payment still counts
             continue
         assert ev.ts >= w - LATENESS, "on-time events stay within the lateness"
         assert ev.ts <= rec.ts, "valid events are never ahead of their send time"
