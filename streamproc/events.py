@@ -15,10 +15,11 @@ import msgspec
 
 import orjson
 
+from .ids import ID_MAX_LEN, is_streamer_id
+
 SCHEMA_VERSION = 1
 TS_MIN = 946_684_800_000  # 2000-01-01
 TS_MAX = 4_102_444_800_000  # 2100-01-01
-ID_MAX_LEN = 64
 COUNT_MAX = 10_000
 QUANTITY_MAX = 10_000
 AMOUNT_MAX_FEN = 10_000_000_000  # 1e8 yuan in one order is not a farm sale
@@ -44,13 +45,14 @@ REASONS = (
     "late",
 )
 
-# (field, kind, lo, hi): kind "id" is a string of 1..64 chars, "int" an integer in [lo, hi],
-# "enum" a string in lo (a tuple). Order matters: the first failing field names the reason.
+# (field, kind, lo, hi): kind "id" is a string of 1..64 chars that also passes lo if lo is given (the
+# streamer id rule of ids.py: it is a key the API looks up), "int" an integer in [lo, hi], "enum" a
+# string in lo (a tuple). Order matters: the first failing field names the reason.
 _COMMON = (
     ("schema_version", "int", SCHEMA_VERSION, SCHEMA_VERSION),
     ("event_id", "id", None, None),
     ("ts", "int", TS_MIN, TS_MAX),
-    ("streamer_id", "id", None, None),
+    ("streamer_id", "id", is_streamer_id, None),
     ("session_id", "id", None, None),
     ("viewer_id", "id", None, None),
 )
@@ -138,12 +140,16 @@ def decode(
     *,
     max_bytes: int,
     max_future_ms: int,
+    now_ms: int | None = None,
 ) -> Event | Rejection:
     """Turn raw message bytes into a typed event; never raises on any input.
 
     ``topic`` is the logical topic name (without prefix). ``record_ts`` is the Kafka record timestamp:
-    "too far in the future" is judged against it rather than the wall clock, so a replayed log gets the
-    same verdict as the live run.
+    an event more than ``max_future_ms`` after its record is ``future``, a rule of the log alone, so a
+    replay gets the verdict of the live run. The producer sets the record timestamp too (unless the
+    broker stamps append time), so it is also held against the reader's clock ``now_ms`` (epoch ms;
+    None: no such check): a record more than ``max_future_ms`` after the machine that reads it cannot
+    be honest, and an honest log, live or replayed later, never is.
     """
     if value is None:
         return Rejection("malformed_json", "empty message")
@@ -152,25 +158,34 @@ def decode(
     try:
         event = _FAST.decode(value)
     except Exception:  # DecodeError, or UnicodeDecodeError from a string field: the reference decides
-        return _decode_checked(value, topic, key, record_ts, max_future_ms)
+        return _decode_checked(value, topic, key, record_ts, max_future_ms, now_ms)
     if TOPIC_OF_TYPE[_KIND[type(event)]] != topic:
         return Rejection("wrong_topic", f"{_KIND[type(event)]} on {topic}")
-    return _context_checks(event, key, record_ts, max_future_ms)
+    if not is_streamer_id(event.streamer_id):  # the one field rule the typed decoder cannot state
+        return Rejection("bad_value", "streamer_id")
+    return _context_checks(event, key, record_ts, max_future_ms, now_ms)
 
 
 _KIND = {View: "view", Like: "like", Order: "order"}
 
 
-def _context_checks(event: Event, key: bytes | None, record_ts: int | None, max_future_ms: int) -> Event | Rejection:
-    if key is not None and key != event.streamer_id.encode():
+def _context_checks(event: Event, key: bytes | None, record_ts: int | None, max_future_ms: int,
+                    now_ms: int | None) -> Event | Rejection:
+    """The checks of the message's context (key, record time); ``decode`` says why each exists."""
+    if key is None:  # a keyless event lands in a random partition, away from its streamer's state
+        return Rejection("key_mismatch", "no key: events are keyed by streamer_id")
+    if key != event.streamer_id.encode():
         return Rejection("key_mismatch", "key differs from streamer_id")
-    if record_ts is not None and record_ts > 0 and event.ts > record_ts + max_future_ms:
-        return Rejection("future", f"ts {event.ts} is {event.ts - record_ts} ms after its record")
+    if record_ts is not None and record_ts > 0:
+        if event.ts > record_ts + max_future_ms:
+            return Rejection("future", f"ts {event.ts} is {event.ts - record_ts} ms after its record")
+        if now_ms is not None and record_ts > now_ms + max_future_ms:
+            return Rejection("future", f"record time {record_ts} is {record_ts - now_ms} ms after the reader's clock")
     return event
 
 
 def _decode_checked(value: bytes, topic: str, key: bytes | None, record_ts: int | None,
-                    max_future_ms: int) -> Event | Rejection:
+                    max_future_ms: int, now_ms: int | None) -> Event | Rejection:
     """The reference checks, in their fixed order: the first failure names the reason."""
     try:
         obj = orjson.loads(value)
@@ -199,7 +214,7 @@ def _decode_checked(value: bytes, topic: str, key: bytes | None, record_ts: int 
         if check == "id":
             if type(v) is not str:
                 return Rejection("wrong_type", name)
-            if not 0 < len(v) <= ID_MAX_LEN:
+            if not 0 < len(v) <= ID_MAX_LEN or (lo is not None and not lo(v)):
                 return Rejection("bad_value", name)
         elif check == "enum":
             if type(v) is not str:
@@ -222,4 +237,4 @@ def _decode_checked(value: bytes, topic: str, key: bytes | None, record_ts: int 
                     return Rejection("unsupported_version", str(v))
                 return Rejection("bad_value", name)
     fields = {name: obj[name] for name, *_ in spec}
-    return _context_checks(_TYPES[kind](**fields), key, record_ts, max_future_ms)
+    return _context_checks(_TYPES[kind](**fields), key, record_ts, max_future_ms, now_ms)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping
 
 from .events import TS_MAX, TS_MIN
+from .ids import RULE_TEXT, is_streamer_id
 
 METRICS = ("gmv", "orders", "views", "unique_viewers", "buyers", "likes", "concurrent_viewers", "conversion")
 DEFAULT_MIN_AUDIENCE = 10  # unique viewers below which conversion is not shown (Settings.conversion_min_viewers)
@@ -30,9 +31,6 @@ SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")  # no daylight saving s
 # Place names and categories: letters of any script, digits, spaces and a little punctuation. Quotes,
 # semicolons, backslashes and control characters are no part of a place name and are refused outright.
 _PLACE = re.compile(r"^[\w .·()\-（）]{1,64}$")
-# Streamer ids: the characters platforms use in ids (the event contract allows any 1..64 characters;
-# the API accepts this safe subset).
-_ID = re.compile(r"^[\w.:@\-]{1,64}$")
 
 
 class BadParameter(ValueError):
@@ -154,8 +152,8 @@ def _check(p: Param, raw: str) -> str | int:
         if not _PLACE.match(raw):
             raise BadParameter(p.name, "must be 1..64 letters, digits, spaces or . · ( ) -")
         return raw
-    if not _ID.match(raw):
-        raise BadParameter(p.name, "must be 1..64 letters, digits or . : @ _ -")
+    if not is_streamer_id(raw):  # the rule ingest applies (ids.py): every stored streamer can be looked up
+        raise BadParameter(p.name, RULE_TEXT)
     return raw
 
 

@@ -23,6 +23,16 @@ COOKIE = "streamproc_token"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def bearer_credentials(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else None.
+
+    The scheme is matched case-insensitively (RFC 7235, 2.1: ``bearer`` and ``BEARER`` are Bearer too)
+    and may be followed by more than one space.
+    """
+    scheme, _, credentials = header.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
 def bearer_middleware(token: str) -> Any:
     expected = token.encode()
 
@@ -31,8 +41,7 @@ def bearer_middleware(token: str) -> Any:
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer ") and matches(header[7:].strip()):
+        if matches(bearer_credentials(request.headers.get("Authorization", ""))):
             return await handler(request)
         if matches(request.cookies.get(COOKIE)):
             return await handler(request)

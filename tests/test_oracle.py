@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -86,6 +87,11 @@ def raw(value: bytes, topic="live.views", key: bytes | None = b"s1", rts=T0) -> 
     return LogRecord(topic, key, rts, value)
 
 
+def keyed(event: dict) -> LogRecord:
+    """A views record of ``event`` keyed by its streamer id, whatever that id is."""
+    return raw(dumps(event), key=event["streamer_id"].encode())
+
+
 def tallies(**cols) -> dict[str, int]:
     return {**ZERO, **cols}
 
@@ -124,9 +130,9 @@ HAND_LOG = [
     rec(order("s1", T0 + 13_000, "o4", "paid", 1, -5)),  # negative_amount
     rec(order("s1", T0 + 14_000, "o4", "paid", 3, 300)),  # W1: first accepted o4 paid
     rec(order("s1", T0 + 21_000, "o5", "refunded", 1, 250)),  # W2: a refund with no paid seen
-    # s2: a leave with nobody counted takes nobody away (never below zero); a null key is never a key mismatch
+    # s2: a leave with nobody counted takes nobody away (never below zero); a null key is a key mismatch
     rec(view("s2", T0 + 100, "w1", "leave")),  # c=0 W0
-    rec(like("s2", T0 + 200, 10), key=None),  # W0
+    rec(like("s2", T0 + 200, 10), key=None),  # key_mismatch: a keyless event lands in any partition
     rec(view("s2", T0 + 300, "w1", "enter")),  # c=1 W0
     rec(view("s2", T0 + 400, "w2", "leave")),  # c=0 W0
 ]
@@ -142,12 +148,11 @@ HAND_TALLIES = {
     (W2, "s1"): tallies(events=1, orders_refunded=1, items=-1, gmv_fen=-250, refund_fen=250),
     (W3, "s1"): tallies(events=1, enters=1, concurrent_peak=3, concurrent_close=3, unique_viewers=1),
     (W6, "s1"): tallies(events=2, enters=1, leaves=1, concurrent_peak=2, concurrent_close=2, unique_viewers=1),
-    (W0, "s2"): tallies(events=4, enters=1, leaves=2, concurrent_peak=1, concurrent_close=0, likes=10,
-                        unique_viewers=1),
+    (W0, "s2"): tallies(events=3, enters=1, leaves=2, concurrent_peak=1, concurrent_close=0, unique_viewers=1),
 }
 
 HAND_REASONS = [None] * 8 + ["late"] + [None] * 2 + ["key_mismatch"] + [None] * 3 + ["bad_value"] + [None] * 5 + [
-    "late", None, "negative_amount", None, None] + [None] * 4
+    "late", None, "negative_amount", None, None] + [None, "key_mismatch", None, None]
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +177,7 @@ def test_hand_log_deadletters(query, hand_log):
         ("live.likes", HAND_LOG[15].value, "bad_value"): 1,
         ("live.orders", HAND_LOG[21].value, "late"): 1,
         ("live.orders", HAND_LOG[23].value, "negative_amount"): 1,
+        ("live.likes", HAND_LOG[27].value, "key_mismatch"): 1,
     })
     assert oracle.expected_deadletters(query, str(hand_log)) == want
 
@@ -186,7 +192,7 @@ def test_compressed_logs(query, tmp_path, suffix):
 
 
 def test_rules_are_parameters(query, hand_log):
-    # a 1 s window splits W0 of s2 into T0 (views at +100, +300, +400 and the like at +200)
+    # a 1 s window keeps W0 of s2 in T0 (views at +100, +300, +400)
     tight = oracle.RuleSet(window_ms=1_000, lateness_ms=5_000, max_bytes=200, max_future_ms=10)
     reasons = oracle.expected_reasons(query, str(hand_log), tight)
     assert reasons[6] == "late"  # 5 000 < 15 000 - 5 000 under the tighter lateness
@@ -194,17 +200,20 @@ def test_rules_are_parameters(query, hand_log):
     assert set(reasons) - {None} <= {"late", "oversized", "key_mismatch", "bad_value", "negative_amount"}
     assert reasons.count("oversized") == sum(len(r.value) > 200 for r in HAND_LOG)
     t = oracle.expected_tallies(query, str(hand_log), oracle.RuleSet(window_ms=1_000))
-    assert t[(T0, "s2")] == tallies(events=4, enters=1, leaves=2, concurrent_peak=1, concurrent_close=0, likes=10,
+    assert t[(T0, "s2")] == tallies(events=3, enters=1, leaves=2, concurrent_peak=1, concurrent_close=0,
                                     unique_viewers=1)
     # [T0+1 000, T0+2 000) of s1: the view at +1 000, order o1 at +1 500 and its retry at +1 600
     assert t[(T0 + 1_000, "s1")] == tallies(events=3, enters=1, concurrent_peak=1, concurrent_close=1,
                                             orders_paid=1, items=2, gmv_fen=1_000, unique_viewers=1)
-    # future is judged against the record timestamp, and only when it is positive
+    # future is judged against the record timestamp, and only when it is positive; and the record
+    # timestamp against the reader's clock
     log = [rec(view("s1", T0 + 11, "v", "enter"), rts=T0), rec(view("s1", T0 + 10, "v", "enter"), rts=T0),
-           rec(view("s1", T0 + 99_999, "v", "enter"), rts=0)]
+           rec(view("s1", T0 + 99_999, "v", "enter"), rts=0), rec(view("s3", T0 + 20, "v", "enter"), rts=T0 + 20)]
     path = hand_log.parent / "future.jsonl"
     write_log(path, log)
-    assert oracle.expected_reasons(query, str(path), tight) == ["future", None, None]
+    assert oracle.expected_reasons(query, str(path), tight) == ["future", None, None, None]
+    at_t0 = oracle.RuleSet(max_future_ms=10, now_ms=T0)
+    assert oracle.expected_reasons(query, str(path), at_t0) == ["future", None, None, "future"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,7 +261,16 @@ def test_every_reason_code(query, tmp_path):
         (raw(dumps(order("s1", T0, "o1", "paid", 1, -1)), topic="live.orders"), "negative_amount"),
         (raw(dumps(order("s1", T0, "o1", "paid", 1, 10_000_000_001)), topic="live.orders"), "absurd_amount"),
         (raw(dumps(order("s1", T0, "o1", "paid", 1, 10_000_000_000)), topic="live.orders"), None),
+        (keyed({**GOOD, "streamer_id": "s\u0000"}), "bad_value"),  # NUL
+        (keyed({**GOOD, "streamer_id": "s 1"}), "bad_value"),
+        (keyed({**GOOD, "streamer_id": "\u4e3b\u64ad\U0001F351"}), "bad_value"),  # an emoji
+        (keyed({**GOOD, "streamer_id": ".."}), "bad_value"),
+        (keyed({**GOOD, "streamer_id": "a/b", "session_id": 7}), "bad_value"),  # before wrong_type
+        (keyed({**GOOD, "streamer_id": "\u0e23\u0e49\u0e32\u0e19"}), None),  # Thai, with combining marks
+        (keyed({**GOOD, "streamer_id": "douyin:1@x_y.z-\u4e3b"}), None),
         (raw(dumps(GOOD), key=b"s2"), "key_mismatch"),
+        (raw(dumps(GOOD), key=None), "key_mismatch"),
+        (raw(dumps(GOOD), rts=4_000_000_000_000), "future"),  # a record stamped in 2096: ahead of the reader
         (raw(dumps({**GOOD, "ts": "x"}), key=b"s2"), "wrong_type"),  # the first failing check wins
         (raw(dumps(GOOD), rts=T0 - 300_001), "future"),
         (raw(dumps(GOOD), rts=T0 - 300_000), None),
@@ -277,7 +295,10 @@ STREAMERS = ["s1", "s2", "s3", "\u4e3b\u64ad"]
 ODD_VALUES = [None, True, False, 1.0, 1.5, -0.0, 1e2, "1", "", "x" * 64, "x" * 65, "\u00e9" * 64, "\u00e9" * 65,
               [], [1], {}, {"a": 1}, 0, -1, 1, 2, 10_000, 10_001, 10**10, 10**10 + 1, 946_684_800_000 - 1,
               4_102_444_800_000, 4_102_444_800_001, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1,
-              10**30, "enter", "leave", "paid", "refunded", "view", "like", "order", "x\u0000y"]
+              10**30, "enter", "leave", "paid", "refunded", "view", "like", "order", "x\u0000y",
+              # streamer ids on either side of the rule
+              "a b", "..", "_", "a/b", "\u4e3b\U0001F351", "\u202es1", "e\u0301", "\u0e23\u0e49\u0e32\u0e19",
+              "\uff53\uff11"]
 
 
 def random_record(rnd: random.Random) -> LogRecord:
@@ -360,8 +381,8 @@ EDGE_VALUES = [
 ]
 
 
-def _decode_reason(r: LogRecord) -> str | None:
-    d = events.decode(r.value, r.topic, r.key, r.ts, max_bytes=65_536, max_future_ms=300_000)
+def _decode_reason(r: LogRecord, now_ms: int | None = None) -> str | None:
+    d = events.decode(r.value, r.topic, r.key, r.ts, max_bytes=65_536, max_future_ms=300_000, now_ms=now_ms)
     return d.reason if isinstance(d, events.Rejection) else None
 
 
@@ -370,11 +391,14 @@ def test_sql_reasons_equal_decode_on_random_records(query, tmp_path):
     records = [random_record(rnd) for _ in range(600)]
     path = tmp_path / "random.jsonl"
     write_log(path, records)
-    got = oracle.expected_reasons(query, str(path), oracle.RuleSet(lateness_ms=10**15, order_horizon_ms=10**15))  # nothing is late
-    want = [_decode_reason(r) for r in records]
+    now = T0 - 200_000  # a reader whose clock is behind: records stamped after T0 + 100 000 are "future"
+    rules = oracle.RuleSet(lateness_ms=10**15, order_horizon_ms=10**15, now_ms=now)  # nothing is late
+    got = oracle.expected_reasons(query, str(path), rules)
+    want = [_decode_reason(r, now) for r in records]
     diffs = [(i, w, g, records[i]) for i, (w, g) in enumerate(zip(want, got)) if w != g]
     assert not diffs, diffs[:5]
     assert len(set(want)) >= 12  # the mix really exercises most of the reason codes
+    assert want.count("future") > want.count(None) // 10  # the reader's clock is in play
 
 
 def test_sql_reasons_equal_decode_on_parser_edge_cases(query, tmp_path):
@@ -595,3 +619,9 @@ def test_ruleset_from_settings():
     assert oracle.RuleSet.from_settings(s) == oracle.RuleSet(window_ms=5_000, lateness_ms=1, max_future_ms=2, max_bytes=3)
     with pytest.raises(ValueError):
         oracle.RuleSet(window_ms=0).params()
+    # the reader's clock: given, or the time the oracle runs
+    assert oracle.RuleSet(now_ms=T0).params()["now_ms"] == T0
+    before = int(time.time() * 1000)
+    assert before <= oracle.RuleSet().params()["now_ms"] <= int(time.time() * 1000)
+    with pytest.raises(ValueError):
+        oracle.RuleSet(now_ms=-1).params()

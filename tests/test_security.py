@@ -30,6 +30,7 @@ from streamproc.logfile import write_log
 from streamproc.settings import Settings
 from streamproc.sink import open_sink
 from streamproc.stack import Stack, WorkerProcess, event_partitions, wait_flushed
+from streamproc.webauth import bearer_credentials
 
 CH_PASSWORD = "ch-pw-Ztq81Xq"
 WEB_TOKEN = "tok-4Jd93LqPvw"
@@ -101,8 +102,8 @@ class Secured:
             return False
 
     def get(self, path: str, token: str | None = WEB_TOKEN, method: str = "GET",
-            cookie: str | None = None) -> tuple[int, bytes, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+            cookie: str | None = None, scheme: str = "Bearer") -> tuple[int, bytes, Any]:
+        headers = {"Authorization": f"{scheme} {token}"} if token else {}
         if cookie:
             headers["Cookie"] = cookie
         req = urllib.request.Request(self.worker.url + path, headers=headers, method=method)
@@ -162,6 +163,16 @@ def test_every_route_needs_the_bearer_token(secured: Secured, path: str) -> None
     assert secured.get(path, token="wrong-" + WEB_TOKEN)[0] == 401
     status, body, _ = secured.get(path)
     assert status == 200, body[:300]
+
+
+def test_the_auth_scheme_is_case_insensitive(secured: Secured) -> None:
+    """RFC 7235: "bearer" and "BEARER" name the Bearer scheme too; any other scheme is refused."""
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR", "Bearer "):  # the last: two spaces before the token
+        assert secured.get("/api/freshness", scheme=scheme)[0] == 200, scheme
+    for scheme in ("Basic", "Bearerx", "Token"):
+        assert secured.get("/api/freshness", scheme=scheme)[0] == 401, scheme
+    assert bearer_credentials("bearer  tok ") == "tok" and bearer_credentials("Bearer") == ""
+    assert bearer_credentials("Basic tok") is None and bearer_credentials("") is None
 
 
 def test_the_page_gets_the_token_once_and_keeps_it_in_an_httponly_cookie(secured: Secured) -> None:
