@@ -282,16 +282,23 @@ def _flush_figures(text: str) -> dict[str, Any]:
             "rows_per_flush_second": round(rows / secs) if secs else None, "mean_s": round(secs / n, 3)}
 
 
-def _histogram_quantiles(text: str, name: str) -> dict[str, Any] | None:
-    """p50/p99 of a Prometheus histogram, interpolated within buckets as histogram_quantile does."""
-    buckets: list[tuple[float, float]] = []
+def _buckets(text: str, name: str) -> dict[float, float]:
+    """A Prometheus histogram's cumulative counts by upper bound (``le``)."""
+    buckets: dict[float, float] = {}
     for line in text.splitlines():
         if line.startswith(name + "_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+            buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def _histogram_quantiles(text: str, name: str, since: str = "") -> dict[str, Any] | None:
+    """p50/p99 of a Prometheus histogram, interpolated within buckets as histogram_quantile does; over
+    the observations after the scrape ``since`` if one is given (as ``increase()`` would)."""
+    before = _buckets(since, name)
+    buckets = sorted((le, n - before.get(le, 0.0)) for le, n in _buckets(text, name).items())
     if not buckets or buckets[-1][1] == 0:
         return None
-    buckets.sort()
     total = buckets[-1][1]
 
     def quantile(q: float) -> float:

@@ -11,9 +11,11 @@ measures every consumer against those same topic contents, each in a process of 
   worker         the streamproc worker end to end: Kafka -> tallies -> ClickHouse flush complete
 
 then freshness at half the worker's measured maximum, throughput from 100 to 100,000 active streamers,
-memory per open window, and 1/2/4 workers sharing one ClickHouse with an exact reconcile. It prints a
-table and writes ``benchmarks/results/<date>.json`` and ``latest.json``. Figures on a shared 2-core
-machine are noisy; ratios measured in the same run are the ones to compare.
+memory per open window, 1/2/4 workers sharing one ClickHouse with an exact reconcile, and 200 API
+clients hammering a worker fed at 5,000 events/s, with the API's bound and without it
+(benchmarks/readers.py). It prints a table and writes ``benchmarks/results/<date>.json`` and
+``latest.json``. Figures on a shared 2-core machine are noisy; ratios measured in the same run are the
+ones to compare.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ from streamproc.topics import EVENT_TOPICS, create_topics
 
 from .corpus import WORK_DIR, Filled, corpus_log, fill, fill_packed, load, spread
 from .endtoend import Measured, freshness, scale_out, single_worker
+from .readers import reader_load
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 QUIX_PYTHON = Path(__file__).resolve().parent / ".venv-quix" / "bin" / "python"
-SECTIONS = ("consumers", "freshness", "streamers", "memory", "scaleout")
+SECTIONS = ("consumers", "freshness", "streamers", "memory", "scaleout", "readers")
 OPTIONAL = {"quix", "faust_table"}  # peers whose failure (e.g. Quix Streams not installable) is reported, not fatal
 
 
@@ -67,6 +70,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-events", type=int, default=200_000)
     p.add_argument("--scaleout-events", type=int, default=200_000)
     p.add_argument("--scaleout-workers", default="1,2,4")
+    p.add_argument("--readers-clients", type=int, default=200, help="concurrent API clients")
+    p.add_argument("--readers-requests", type=int, default=2000, help="API requests in all")
+    p.add_argument("--readers-rate", type=float, default=5000, help="events/s fed meanwhile")
+    p.add_argument("--readers-variants", type=int, default=20,
+                   help="versions of each of the four boards (1: identical pollers; more defeats the API cache)")
+    p.add_argument("--readers-bounds", default=f"{Settings().api_max_concurrent},0",
+                   help="api_max_concurrent of each run (0: unbounded, for the ratio)")
+    p.add_argument("--readers-warmup-s", type=float, default=8, help="feed before anything is measured")
+    p.add_argument("--readers-quiet-s", type=float, default=10, help="the feed alone: the reference phase")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument("--work-dir", default=str(WORK_DIR / "runs"), help="broker logs and chDB data of the runs")
@@ -252,6 +264,29 @@ def memory(a: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
     results["bytes_per_open_window"] = max(r["bytes_per_open_window"] or 0 for r in out)
 
 
+def readers(a: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
+    """API clients against a fed worker, once per bound; the first run's figures are the headline."""
+    records = load(corpus_log(a.events, a.streamers, a.seed))  # the feed stops when the clients are done
+    runs = []
+    with EmbeddedBroker(free_port(), work / "broker-readers.log") as broker:
+        base = Settings.from_env(env={}, kafka_bootstrap=broker.bootstrap)
+        for bound in [int(x) for x in a.readers_bounds.split(",")]:
+            r = reader_load(base, records, a.readers_rate, work, max_concurrent=bound, clients=a.readers_clients,
+                            requests=a.readers_requests, variants=a.readers_variants,
+                            warmup_s=a.readers_warmup_s, quiet_s=a.readers_quiet_s)
+            runs.append(r)
+            log(f"readers, api_max_concurrent={bound}: API p50 {r['api_p50_s']}s p99 {r['api_p99_s']}s, "
+                f"{r['share_429']:.0%} refused; flushes/s {r['quiet']['flushes_per_s']} quiet, "
+                f"{r['load']['flushes_per_s']} under load")
+    results["readers"] = runs
+    head = runs[0]
+    results["readers_api_p99_s"] = head["api_p99_s"]
+    results["readers_share_429"] = head["share_429"]
+    results["readers_flushes_per_s"] = head["load"]["flushes_per_s"]
+    results["readers_freshness_p99_s"] = (head["load"]["freshness"] or {}).get("p99_s")
+    results["readers_lag_p99_events"] = head["load"]["lag"]["p99_events"]
+
+
 def scaleout(a: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
     log_path = corpus_log(a.scaleout_events, a.streamers, a.seed)
     records = load(log_path)
@@ -309,6 +344,13 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"{s['workers']} worker(s): {s['events_per_s']:>8,} events/s aggregate, "
                      f"{s['cpu_s_per_million']} CPU s/1M (workers + sink server), "
                      f"reconcile {'exact' if s['oracle_match'] and s['dead_letter_match'] else 'MISMATCH'}")
+    for x in r.get("readers", []):
+        fresh = {k: (x[k]["freshness"] or {}).get("p99_s") for k in ("quiet", "load")}
+        lines.append(f"readers, api_max_concurrent={x['api_max_concurrent']} ({x['clients']} clients, "
+                     f"{x['requests']:,} requests, feed {x['feed_rate_during_load']:,}/s): API p50 {x['api_p50_s']} s, "
+                     f"p99 {x['api_p99_s']} s, {x['share_429']:.1%} 429; flushes/s {x['quiet']['flushes_per_s']} -> "
+                     f"{x['load']['flushes_per_s']}; freshness p99 {fresh['quiet']} -> {fresh['load']} s; "
+                     f"flushed-offset lag p99 {x['quiet']['lag']['p99_events']} -> {x['load']['lag']['p99_events']} events")
     lines.append("")
     for g in r.get("goals", []):
         mark = {True: "met", False: "NOT met", None: "not measured"}[g["met"]]
@@ -351,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         results[key] = None
     started = time.monotonic()
     for name, fn in (("consumers", consumers), ("freshness", fresh), ("streamers", streamers),
-                     ("memory", memory), ("scaleout", scaleout)):
+                     ("memory", memory), ("scaleout", scaleout), ("readers", readers)):
         if name in a.sections:
             log(f"section {name}")
             guarded(name, results, lambda: fn(a, work, results))

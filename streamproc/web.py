@@ -2,13 +2,15 @@
 leaderboard API and the live leaderboard page.
 
 Every API handler validates its query string against ``api_spec.ENDPOINTS`` (unknown, repeated or bad
-parameters are a 400 naming the parameter) and then asks ``queries``; the sink's blocking calls run in
-a thread, so the event loop keeps consuming. The page is plain files from ``static/``, no build step.
+parameters are a 400 naming the parameter) and then asks ``queries`` through the read gate
+(``read_gate``): the sink's blocking calls run in a thread, so the event loop keeps consuming; identical
+requests share one answer for half a flush interval (``X-Cache: hit``); a few answers are computed at
+once and a request that finds no slot in time gets 429 with Retry-After, so readers never starve the
+flush. The page is plain files from ``static/``, no build step.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -23,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import metrics, queries, webauth
 from .api_spec import ENDPOINTS, openapi
 from .query_params import BadParameter, Request, parse
+from .read_gate import RETRY_AFTER_S, Busy, ReadGate
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -33,8 +36,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 _CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
-def _json(view: Any, value: Any, status: int = 200) -> Any:
-    return view.bytes(orjson.dumps(value), content_type="application/json", status=status)
+def _json(view: Any, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    return view.bytes(orjson.dumps(value), content_type="application/json", status=status, headers=headers)
 
 
 def _request(path: str, request: Any, min_audience: int) -> Request:
@@ -58,27 +61,34 @@ def register(app: faust.App, worker: "Worker") -> None:
     async def prometheus(self: Any, request: Any) -> Any:
         return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    age = min(0.5, s.flush_interval_s / 2)  # requests within this share one answer and one data clock
+    gate = ReadGate(s.api_max_concurrent, s.api_queue_timeout_s, max_age_s=age)
+
     def api(path: str, answer: Callable[[Request, dict[str, str]], Any]) -> None:
         async def handler(self: Any, request: Any, **match: str) -> Any:
             try:
                 req = _request(path, request, s.conversion_min_viewers)
                 for name, value in match.items():
                     parse({name: value}, (name,))
-                result = await asyncio.to_thread(answer, req, match)
+                key = (path, req, tuple(sorted(match.items())))  # the parsed request: the query's normal form
+                result, shared = await gate.answer(key, lambda: answer(req, match))
             except BadParameter as exc:
                 return _json(self, {"error": str(exc), "parameter": exc.name}, 400)
+            except Busy:
+                return _json(self, {"error": f"busy: too many API requests at once; retry in {RETRY_AFTER_S} s",
+                                    "retry_after_s": RETRY_AFTER_S}, 429, {"Retry-After": str(RETRY_AFTER_S)})
             except Exception:
                 log.exception("%s failed", path)
                 return _json(self, {"error": "internal error"}, 500)
+            cache = {"X-Cache": "hit" if shared else "miss"}
             if result is None:
-                return _json(self, {"error": "not found"}, 404)
-            return _json(self, result)
+                return _json(self, {"error": "not found"}, 404, cache)
+            return _json(self, result, headers=cache)
 
         handler.__name__ = "api_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
         app.page(path)(handler)
 
     sink = worker.sink
-    age = min(0.5, s.flush_interval_s / 2)  # requests within this share one reading of the data clock
 
     def clk() -> queries.Clock:
         return queries.clock(sink, max_age_s=age)

@@ -38,3 +38,29 @@ def test_bench_harness_writes_every_agreed_key(tmp_path: Path) -> None:
     assert consumers["worker_single"]["counts"]["consumed"] == events
     assert latest["freshness"]["events"] > 0 and latest["freshness"]["p50_s"] <= latest["freshness"]["p99_s"]
     assert "python_limit" in out.stdout and "worker_single" in out.stdout  # the printed table
+
+
+READER_KEYS = ("readers_api_p99_s", "readers_share_429", "readers_flushes_per_s", "readers_freshness_p99_s",
+               "readers_lag_p99_events")
+READER_RUN_KEYS = ("api_p50_s", "api_p99_s", "share_429", "statuses", "quiet", "load")
+
+
+def test_bench_readers_section_runs_and_reports_its_keys(tmp_path: Path) -> None:
+    """A few clients against a fed worker, bounded and unbounded: it runs and reports, nothing timed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--events", "4000", "--streamers", "200", "--sections", "readers",
+         "--readers-clients", "10", "--readers-requests", "60", "--readers-rate", "400", "--readers-variants", "2",
+         "--readers-bounds", "2,0", "--readers-warmup-s", "3", "--readers-quiet-s", "2",
+         "--results-dir", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    latest = json.loads((tmp_path / "results" / "latest.json").read_text())
+    for key in READER_KEYS:
+        assert key in latest, key
+    assert [r["api_max_concurrent"] for r in latest["readers"]] == [2, 0]
+    for run in latest["readers"]:
+        assert all(key in run for key in READER_RUN_KEYS), run
+        assert sum(run["statuses"].values()) == run["requests"] == 60, run
+        for phase in ("quiet", "load"):
+            assert {"flushes_per_s", "freshness", "lag"} <= set(run[phase]), run[phase]
+    assert "readers, api_max_concurrent=2" in out.stdout  # the printed table

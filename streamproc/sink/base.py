@@ -7,12 +7,14 @@ here once, so the embedded default and a production server behave the same.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import orjson
 
@@ -34,6 +36,28 @@ _ACC_SLOTS = (EVENTS, ENTERS, LEAVES, PEAK, CLOSE, LIKES, PAID, REFUNDED, ITEMS,
 
 
 INSERT_FORMAT = "JSONCompactColumns"
+
+_READING: contextvars.ContextVar[bool] = contextvars.ContextVar("streamproc_sink_reading", default=False)
+
+
+@contextlib.contextmanager
+def reading() -> Iterator[None]:
+    """Mark the sink calls made inside as a front end's reads (the web API's boards).
+
+    The pipeline (flush, restore, rollup) shares the store with the API; drivers serve its calls first:
+    chDB's lock lets a waiting writer go before waiting readers, a server gets the reads on a client and
+    connection pool of their own. A context variable, so ``asyncio.to_thread`` carries it along.
+    """
+    token = _READING.set(True)
+    try:
+        yield
+    finally:
+        _READING.reset(token)
+
+
+def is_reading() -> bool:
+    """Whether the current call is a front end's read (inside ``reading()``)."""
+    return _READING.get()
 
 
 def encode_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
