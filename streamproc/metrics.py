@@ -55,11 +55,18 @@ FLUSHES = Counter("streamproc_flushes_total", "Flushes that reached the sink", r
 FLUSH_FAILURES = Counter("streamproc_flush_failures_total",
                          "Flush attempts the sink refused or that failed; the rows are kept and retried",
                          registry=REGISTRY)
+DEADLETTER_SEND_FAILURES = Counter(
+    "streamproc_deadletter_send_failures_total",
+    "Dead letters the broker did not take (refused, unreachable, timed out); each is kept and sent again, and no "
+    "checkpoint passes it until it is", registry=REGISTRY)
 FLUSH_ROWS = Counter("streamproc_flush_rows_total", "Window rows written to the sink", registry=REGISTRY)
 FLUSH_SECONDS = Histogram("streamproc_flush_duration_seconds", "Wall time of one successful flush",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)
 FLUSH_LAST_SUCCESS = Gauge("streamproc_flush_last_success_timestamp_seconds",
                            "Unix time of the last successful flush (0: none yet)", registry=REGISTRY)
+SINK_TIMEOUTS = Counter("streamproc_sink_timeouts_total",
+                        "Calls to a ClickHouse server with no answer within STREAMPROC_CLICKHOUSE_TIMEOUT_S "
+                        "(a hung server; embedded chDB has no timeout)", registry=REGISTRY)
 
 
 class FlushHistogram(Collector):

@@ -7,11 +7,13 @@ from the transport is what lets the same rules run at the Python limit in a benc
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Iterable, Sequence
 
 from . import metrics
 from .deadletter import make_record
-from .events import Order, Rejection, decode, is_pack, split_pack
+from .events import Order, Rejection, decode
+from .pack import message_units
 from .settings import Settings
 from .sink import Sink
 from .state import PartitionState, Rules, Snapshot
@@ -74,7 +76,8 @@ class Processor:
             self.counts["stale"] += len(records)
             return
         s = self.settings
-        max_bytes, max_future = s.max_message_bytes, s.max_future_ms
+        max_bytes, max_future, max_lines = s.max_message_bytes, s.max_future_ms, s.max_pack_lines
+        now_ms = int(time.time() * 1000)  # the reader's clock: no record may claim to be from its future
         apply, skip, applied = st.apply, st.skip, st.applied
         tally = [0, 0, 0]  # accepted, rejected, late
         corrections = st.late_corrections
@@ -84,12 +87,18 @@ class Processor:
                 if offset <= st.offset:  # already applied (redelivery after a seek)
                     continue
                 key, value, record_ts = rec.key, rec.value, rec.timestamp
-                units = split_pack(value) if value and b"\n" in value and is_pack(value) else [value]
+                # the message, or the lines of a pack; size comes first (see pack.message_units)
+                units = message_units(value, max_bytes, max_lines) if value and b"\n" in value else [value]
+                if type(units) is Rejection:  # a pack of too many lines: refused whole, one dead letter
+                    skip(offset, 0, True)
+                    self._dead_letter(topic, partition, offset, key, value, record_ts, units, 0)
+                    tally[1] += 1
+                    continue
                 final = len(units) - 1
                 for index, v in enumerate(units):
                     if applied(offset, index):  # a retry after this unit went in
                         continue
-                    event = decode(v, topic, key, record_ts, max_bytes=max_bytes, max_future_ms=max_future)
+                    event = decode(v, topic, key, record_ts, max_bytes=max_bytes, max_future_ms=max_future, now_ms=now_ms)
                     if type(event) is Rejection:
                         skip(offset, index, index == final)
                         self._dead_letter(topic, partition, offset, key, v, record_ts, event, index)

@@ -7,6 +7,12 @@ records, from such a file or straight from the topic, to their original topics w
 and record time. Each is first judged by the current rules: one that would be refused again is
 reported with its reason and skipped (``--force`` sends it anyway, to be dead-lettered again).
 
+A record of a big message holds only its first bytes (``"truncated": true``, with the original
+``size`` and ``sha256``). The redrive reads the original from the source topic at the record's
+topic/partition/offset and sends it only if its sha256 matches; one gone past the source topic's
+retention is reported, not sent. To send your own fix of such a record instead, give it the whole
+``value`` and set ``"truncated": false``.
+
 A redriven event is a new message at the end of its topic and counts like any other. Redriving the
 same record twice publishes it twice: orders are still counted once (order-id dedupe), views and likes
 would count twice, so redrive a record once (``--dry-run`` shows what would go).
@@ -19,15 +25,17 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import orjson
 
-from .deadletter import distinct, original_key, original_value
+from .deadletter import Truncated, distinct, original_key, original_value, source_unit
 from .events import Rejection, decode
 from .logfile import LogRecord
 from .settings import Settings
 from .topics import DEADLETTER, EVENT_TOPICS
+
+Coords = tuple[str, int, int]  # (logical topic, partition, offset) of a source message
 
 
 def load_topic(settings: Settings) -> list[dict[str, Any]]:
@@ -65,8 +73,76 @@ class Plan:
     invalid: list[str] = field(default_factory=list)  # records that are not redrivable at all, and why
 
 
-def plan(records: Iterable[dict[str, Any]], settings: Settings, *, force: bool = False) -> Plan:
-    """Judge every record with the rules the worker runs (lateness aside: that depends on the stream)."""
+def source_coords(rec: dict[str, Any]) -> Coords | None:
+    """Where the message of a truncated record is to be read, if the record says so in a usable way."""
+    where = (rec.get("topic"), rec.get("partition"), rec.get("offset"))
+    if not rec.get("truncated") or where[0] not in EVENT_TOPICS or not all(type(x) is int for x in where[1:]):
+        return None
+    return where  # type: ignore[return-value]
+
+
+async def fetch_sources(settings: Settings, wanted: Iterable[Coords], timeout_s: float = 10) -> dict[Coords, Any]:
+    """The source messages at these coordinates (aiokafka records: key, value), read by assign + seek.
+
+    One that is not there (past retention, compacted away, or never written) is left out.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from .kafka import client_kwargs
+
+    by_partition: dict[tuple[str, int], set[int]] = {}
+    for topic, partition, offset in wanted:
+        by_partition.setdefault((topic, partition), set()).add(offset)
+    found: dict[Coords, Any] = {}
+    if not by_partition:
+        return found
+    # earliest: a seek below the log start lands on the first message kept, so a gone one shows
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        for (topic, partition), offsets in sorted(by_partition.items()):
+            tp = TopicPartition(settings.topic(topic), partition)
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]  # an offset not written yet is not waited for
+            for offset in sorted(o for o in offsets if o < end):
+                msg = await _read_at(consumer, tp, offset, timeout_s)
+                if msg is not None:
+                    found[(topic, partition, offset)] = msg
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _read_at(consumer: Any, tp: Any, offset: int, timeout_s: float) -> Any | None:
+    """The message at ``offset`` of the assigned ``tp``, or None if the partition has none there."""
+    consumer.seek(tp, offset)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for msg in (await consumer.getmany(tp, timeout_ms=500, max_records=1)).get(tp, []):
+            return msg if msg.offset == offset else None  # past it: deleted, or compacted away
+    return None
+
+
+def exact_bytes(rec: dict[str, Any], sources: Mapping[Coords, Any]) -> tuple[bytes | None, bytes]:
+    """(key, value) a record stands for: its own bytes, or a truncated one's from its source message,
+    proven by the record's sha256. ``Truncated`` says why it cannot be had."""
+    if not rec.get("truncated"):
+        return original_key(rec), original_value(rec)
+    where = source_coords(rec)
+    if where is None:
+        raise Truncated("the record names no event topic, partition and offset to read the message from")
+    msg = sources.get(where)
+    if msg is None:
+        raise Truncated("{}/{}/{}: the source message is not in the topic (past its retention?)".format(*where))
+    return source_unit(rec, msg.key, msg.value)
+
+
+def plan(records: Iterable[dict[str, Any]], settings: Settings, *, force: bool = False,
+         sources: Mapping[Coords, Any] | None = None) -> Plan:
+    """Judge every record with the rules the worker runs (lateness aside: that depends on the stream).
+
+    ``sources``: the source messages of the truncated records (``fetch_sources``).
+    """
     out = Plan()
     for i, rec in enumerate(records):
         topic = rec.get("topic")
@@ -74,7 +150,10 @@ def plan(records: Iterable[dict[str, Any]], settings: Settings, *, force: bool =
             out.invalid.append(f"record {i}: topic {topic!r} is not an event topic")
             continue
         try:
-            value, key = original_value(rec), original_key(rec)
+            key, value = exact_bytes(rec, sources or {})
+        except Truncated as exc:
+            out.invalid.append(f"record {i}: truncated, and {exc}")
+            continue
         except (KeyError, ValueError, AttributeError) as exc:
             out.invalid.append(f"record {i}: no readable value or key ({type(exc).__name__})")
             continue
@@ -94,9 +173,12 @@ def redrive(settings: Settings, records: Iterable[dict[str, Any]], *, force: boo
     """Publish the redrivable records to their original topics; returns a summary for the operator."""
     from .produce import publish
 
-    p = plan(records, settings, force=force)
+    records = list(records)
+    wanted = {where for rec in records if (where := source_coords(rec)) is not None}
+    sources = asyncio.run(fetch_sources(settings, wanted)) if wanted else {}
+    p = plan(records, settings, force=force, sources=sources)
     sent = 0
     if p.ready and not dry_run:
         sent = asyncio.run(publish(p.ready, settings)).count
     return {"ready": len(p.ready), "sent": sent, "held_back": dict(p.refused), "invalid": p.invalid,
-            "by_topic": dict(Counter(r.topic for r in p.ready)), "dry_run": dry_run}
+            "by_topic": dict(Counter(r.topic for r in p.ready)), "from_source": len(sources), "dry_run": dry_run}

@@ -38,7 +38,7 @@ class Settings:
     clickhouse_password: str = field(default="", metadata={"help": "ClickHouse password (or STREAMPROC_CLICKHOUSE_PASSWORD_FILE)", "secret": True})
     clickhouse_database: str = field(default="streamproc", metadata={"help": "ClickHouse database"})
     clickhouse_ca_file: str = field(default="", metadata={"help": "CA bundle to verify an https:// ClickHouse server (empty: system CAs)"})
-    clickhouse_timeout_s: float = field(default=30.0, metadata={"help": "seconds before a ClickHouse request that got no answer fails (and is retried)"})
+    clickhouse_timeout_s: float = field(default=5.0, metadata={"help": "seconds before a ClickHouse server request that got no answer fails (a flush is then retried), with a warning and streamproc_sink_timeouts_total; embedded chDB has none"})
     streamers_file: str = field(default="", metadata={"help": "streamers dimension (CSV, JSON or JSON lines) loaded when the worker starts"})
     data_dir: str = field(default=".streamproc", metadata={"help": "local state: chDB data in DATA_DIR/clickhouse, Faust files in DATA_DIR/faust"})
     # event-time rules
@@ -47,6 +47,7 @@ class Settings:
     max_future_ms: int = field(default=300_000, metadata={"help": "reject events this far ahead of their Kafka timestamp, ms"})
     order_dedupe_horizon_ms: int = field(default=3_600_000, metadata={"help": "event-time span over which order ids are remembered"})
     max_message_bytes: int = field(default=65_536, metadata={"help": "larger messages are dead-lettered as oversized"})
+    max_pack_lines: int = field(default=1_000, metadata={"help": "a pack (JSON lines in one message) with more lines is dead-lettered whole as oversized, so one message never yields more dead letters than this"})
     idle_close_ms: int = field(default=15_000, metadata={"help": "wall time a window may sit untouched before it is closed"})
     # flushing and backpressure
     flush_interval_s: float = field(default=1.0, metadata={"help": "seconds between flushes of open windows"})
@@ -60,6 +61,8 @@ class Settings:
     # worker process
     web_host: str = field(default="127.0.0.1", metadata={"help": "bind address of the worker web server"})
     web_port: int = field(default=6066, metadata={"help": "port of the worker web server"})
+    api_max_concurrent: int = field(default=4, metadata={"help": "API answers computed at once (store queries in flight for the API); more wait, 0: no bound"})
+    api_queue_timeout_s: float = field(default=1.0, metadata={"help": "seconds an API request waits for a free slot before it gets 429 with Retry-After"})
     web_token: str = field(default="", metadata={"help": "bearer token the web API requires (or STREAMPROC_WEB_TOKEN_FILE); empty: none", "secret": True})
     log_level: str = field(default="info", metadata={"help": "log level"})
     log_format: str = field(default="text", metadata={"help": "text, or json: one object per line, fields named like the metrics"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,19 @@ from .sink import Sink, open_sink
 from .topics import DEADLETTER, EVENT_TOPICS
 
 log = logging.getLogger(__name__)
+
+
+class DeadLettersUnsent(Exception):
+    """A flush stops before its checkpoint: some dead letter it would pass is not in the broker yet."""
+
+
+@dataclass
+class OutgoingDeadLetter:
+    """A dead letter taken from the processor, with the producer's future once handed over (None: to send)."""
+
+    record: tuple[bytes, bytes]
+    ack: asyncio.Future | None = None
+    refused: bool = False  # refused once: sent again on its own, and nothing after it overtakes it
 
 
 class App(faust.App):
@@ -63,6 +77,8 @@ class Worker:
             log.info("loaded %d streamers from %s", n, settings.streamers_file)
         self.processor = Processor(settings, self.sink)
         self.flush_lock = asyncio.Lock()
+        self.dead_outbox: list[OutgoingDeadLetter] = []  # in order; leaves only once the broker has it
+        self.dead_lock = asyncio.Lock()  # one sender at a time: a flush waits for what an agent has in flight
         self.retry_at = 0.0
         self.backoff = 0.0
         self.in_flight_rows = 0  # rows of the flush being written: still buffered, not in the processor
@@ -125,8 +141,8 @@ class Worker:
                     handle(name, batch.tp.partition, batch.records)
                 except Exception as exc:  # never let Faust restart the agent and drop the rest of the batch
                     await self._retry_batch(name, batch, exc)
-                if self.processor.dead:
-                    await self._send_dead_letters()
+                if self.processor.dead or self.dead_outbox:
+                    await self._pass_dead_letters()
                 if self.buffered_rows >= limit:
                     await self._wait_for_sink(limit)
 
@@ -134,8 +150,16 @@ class Worker:
         app.agent(channel, name=f"streamproc.{name}")(consume)
 
     async def _retry_batch(self, name: str, batch: Batch, exc: Exception) -> None:
-        """Apply a batch again until it goes through: records already applied are skipped by offset."""
+        """Apply a batch again until it goes through, resuming at the first unit not applied.
+
+        Typically the sink is away and a window must be reopened from its snapshot. The agent waits, and
+        with it the fetcher, so consumption pauses (as at the buffer bound) while the event loop keeps
+        serving flushes, the API and /metrics.
+        """
         backoff = 0.5
+        metrics.PAUSED.set(1)
+        log.warning("pausing consumption: a batch of %s/%d needs the sink", name, batch.tp.partition,
+                    extra={"event": "consumption_paused"})
         while True:
             log.error("applying a batch of %s/%d failed; retrying in %.1fs", name, batch.tp.partition, backoff,
                       exc_info=exc)
@@ -143,18 +167,99 @@ class Worker:
             backoff = min(self.settings.sink_retry_max_s, backoff * 2)
             try:
                 self.processor.handle_batch(name, batch.tp.partition, batch.records)
-                return
+                break
             except Exception as again:
                 exc = again
+        metrics.PAUSED.set(0)
+        log.info("resuming consumption: the batch of %s/%d is applied", name, batch.tp.partition,
+                 extra={"event": "consumption_resumed"})
 
     async def _deliver(self, batch: Batch) -> None:
         await self.channels[batch.tp.topic].put(batch)
 
     # -- dead letters ---------------------------------------------------------------------------
 
-    async def _send_dead_letters(self) -> None:
-        for key, value in self.processor.take_dead_letters():
-            await self.dlq.send(key=key, value=value)
+    async def _pass_dead_letters(self) -> None:
+        """After a batch: hand its dead letters to the producer, without waiting for the broker.
+
+        Never raises. Once a send has failed, the agent (and so consumption of its topic) waits here,
+        retrying with capped backoff until the broker has taken every dead letter: none is dropped, the
+        queue does not grow while the broker refuses, and the rest of the batch was already applied.
+        """
+        if await self._send_dead_letters(wait=False):
+            return
+        backoff = 0.5
+        while True:
+            await asyncio.sleep(backoff)
+            if await self._send_dead_letters(wait=True):
+                return
+            backoff = min(self.settings.sink_retry_max_s, backoff * 2)
+
+    async def _send_dead_letters(self, wait: bool = True) -> bool:
+        """Hand the queued dead letters to the producer, in order; with ``wait``, until the broker has
+        acknowledged each one (what a checkpoint needs). Never raises.
+
+        Returns False if a send failed: the dead letter stays queued, in its place, for the next try,
+        and the failure is counted and logged with its reason. True means no failure, and with ``wait``
+        an empty queue.
+        """
+        async with self.dead_lock:
+            self.dead_outbox.extend(OutgoingDeadLetter(r) for r in self.processor.take_dead_letters())
+            errors = self._reap_dead_letters()
+            while not errors:
+                errors = await self._hand_over_dead_letters()
+                in_flight = [d.ack for d in self.dead_outbox if d.ack is not None]
+                if errors or not wait or not in_flight:
+                    break
+                await asyncio.wait(in_flight)
+                errors = self._reap_dead_letters()
+            if errors:
+                metrics.DEADLETTER_SEND_FAILURES.inc(len(errors))
+                reasons = sorted({f"{type(e).__name__}: {e}"[:300] for e in errors})
+                log.error("%d dead letters not taken by the broker (%s); kept in order and sent again (%d queued)",
+                          len(errors), "; ".join(reasons[:3]), len(self.dead_outbox),
+                          extra={"event": "deadletter_send_failed", "error": type(errors[0]).__name__,
+                                 "deadletter_queued": len(self.dead_outbox)})
+            return not errors and not (wait and self.dead_outbox)
+
+    def _reap_dead_letters(self) -> list[BaseException]:
+        """Drop the dead letters the broker acknowledged; mark the refused ones to be sent again."""
+        errors: list[BaseException] = []
+        kept = []
+        for d in self.dead_outbox:
+            if d.ack is not None and d.ack.done():
+                error = asyncio.CancelledError() if d.ack.cancelled() else d.ack.exception()
+                if error is None:
+                    continue
+                errors.append(error)
+                d.ack, d.refused = None, True
+            kept.append(d)
+        self.dead_outbox = kept
+        return errors
+
+    async def _hand_over_dead_letters(self) -> list[BaseException]:
+        """Give the producer, in order, each queued dead letter not in flight; stop at a refusal.
+
+        One refused before goes alone, once nothing else is in flight, and the ones after it wait for
+        its acknowledgement: a retry never lets later dead letters overtake it. (Those already in
+        flight when a refusal is learnt may land first: pipelined sends cannot promise more.)
+        """
+        flying = any(d.ack is not None for d in self.dead_outbox)
+        for d in self.dead_outbox:
+            if d.ack is not None:
+                continue
+            if d.refused and flying:
+                break
+            key, value = d.record
+            try:
+                d.ack = await self.dlq.send(key=key, value=value, force=True)  # force: now, not held for the event
+            except Exception as exc:  # refused before it left: too large, buffer full, producer stopped
+                d.refused = True
+                return [exc]
+            if d.refused:
+                break
+            flying = True
+        return []
 
     # -- flushing and backpressure ---------------------------------------------------------------
 
@@ -203,8 +308,8 @@ class Worker:
             self.in_flight_rows = sum(len(s.tallies) + len(s.viewers) + len(s.orders) for s in snaps)
             started = time.perf_counter()
             try:
-                await self._send_dead_letters()
-                await self.app.producer.flush()  # dead letters must be durable before the checkpoint passes them
+                if not await self._send_dead_letters():  # acknowledged before the checkpoint passes them
+                    raise DeadLettersUnsent(f"{len(self.dead_outbox)} dead letters not yet taken by the broker")
                 await asyncio.to_thread(self.sink.write, snaps)
             except Exception as exc:
                 self.processor.flush_failed(snaps)

@@ -76,7 +76,9 @@ def test_sink_outage_keeps_rows_pauses_at_the_bound_and_reconciles_exactly(setti
     assert timeouts >= 1 and "got no answer within 2s" in text, timeouts
     assert "flush failed" in text and "pausing consumption" in text and "resuming consumption" in text
     assert figures.flush_failures >= 3, figures  # each phase failed flushes, none was dropped
-    assert figures.paused and MAX_ROWS <= figures.max_buffered_rows < MAX_ROWS * 1.25, figures
+    # consumption paused: at the buffer bound, or earlier, when a batch needed a window reopened from
+    # its snapshot (a late payment) and waited for the sink; either way the buffer stays bounded
+    assert figures.paused and figures.max_buffered_rows < MAX_ROWS * 1.25, figures
     assert figures.rss_peak_mb < MEMORY_LIMIT_MB, figures
 
 
