@@ -69,13 +69,14 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import build_streamers, generate, streamers_to_jsonl
+    from .generate import build_streamers, generate, streamers_for_rate, streamers_to_jsonl
     from .logfile import write_log
 
     start = args.start_ms if args.start_ms is not None else (int(time.time() * 1000) if args.rate else None)
-    records = generate(args.events, seed=args.seed, start_ms=start, n_streamers=args.streamers)
+    rooms = args.streamers or (streamers_for_rate(args.rate) if args.rate else 500)
+    records = generate(args.events, seed=args.seed, start_ms=start, n_streamers=rooms)
     if args.streamers_out:
-        streamers_to_jsonl(build_streamers(args.streamers, args.seed), args.streamers_out)
+        streamers_to_jsonl(build_streamers(rooms, args.seed), args.streamers_out)
     if args.out:
         n = write_log(args.out, records)
         print(f"wrote {n} events to {args.out}", file=sys.stderr)
@@ -238,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = add("generate", cmd_generate, "simulate a rural livestream platform")
     g.add_argument("--events", type=int, default=100_000)
     g.add_argument("--seed", type=int, default=1)
-    g.add_argument("--streamers", type=int, default=500)
+    g.add_argument("--streamers", type=int, default=None,
+                   help="rooms on the simulated platform (default 500; with --rate, as many as keep its clock at wall speed)")
     g.add_argument("--start-ms", type=int, default=None, help="event time of the first event (default: fixed, or now with --rate)")
     g.add_argument("--out", help="write a recorded log (.jsonl, .jsonl.gz, .jsonl.zst) instead of publishing")
     g.add_argument("--streamers-out", help="also write the streamers dimension as JSON lines")

@@ -210,6 +210,20 @@ def _place_of(rng: random.Random):
     return _PLACES[bisect_right(cum, rng.random() * cum[-1])]
 
 
+def streamers_for_rate(rate: float) -> int:
+    """Rooms whose simulated clock keeps pace with the wall clock when published at ``rate`` events/s.
+
+    Published faster than its simulated rate, a platform's events would claim times ahead of the
+    reader's clock, which the pipeline refuses (``future``): a faster feed is a bigger platform.
+    """
+    return max(1, round(rate / EVENTS_PER_STREAMER_PER_S))
+
+
+def simulated_span_ms(n_events: int, n_streamers: int = 500) -> int:
+    """Event time that ``n_events`` of ``n_streamers`` rooms span (at the simulated rate)."""
+    return int(n_events / (EVENTS_PER_STREAMER_PER_S * n_streamers) * 1000)
+
+
 def build_streamers(n: int, seed: int) -> list[Streamer]:
     """The ``n`` rooms of the simulated platform, the same for the same ``(n, seed)``.
 
