@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
@@ -222,35 +222,51 @@ def process_into(sink: Any, log: Log, settings: Any, chunk: int = 3_000, rollup_
     """Run the log through the real processing core into ``sink`` (no broker): a flush after every
     ``chunk`` records, so open windows are re-flushed as new versions, and a rollup run every
     ``rollup_every`` flushes, so rollups see windows before and after they change."""
+    n = len(log.records)
+
+    def plan(i: int) -> bool | None:
+        if (i + 1) % chunk and i + 1 != n:
+            return None
+        return ((i + 1 + chunk - 1) // chunk) % rollup_every == 0
+
+    proc = drive(sink, settings, log.streamers, log.records, 4, plan)
+    assert proc.counts["rejected"] == 0, proc.counts
+
+
+def drive(sink: Any, settings: Any, streamers: list[Streamer], records: list[LogRecord], partitions: int,
+          plan: Any) -> Any:
+    """Records through the processing core into ``sink`` as a worker would take them: per (topic,
+    partition by key) in log order. ``plan(i)`` after record i says: None, go on; False, flush (a batch
+    per partition, ``sink.write`` of the snapshots, ``flush_done``); True, flush and run a rollup pass.
+    The last record always flushes. Returns the processor."""
     import zlib
     from collections import namedtuple
 
-    from streamproc import rollup
+    from streamproc import rollup, streamers_dim
     from streamproc.processor import Processor
 
     Rec = namedtuple("Rec", "offset key value timestamp")
-    sink.insert("streamers", ("streamer_id", "name", "platform", "province", "county", "village", "category"),
-                [(s.streamer_id, s.name, s.platform, s.province, s.county, s.village, s.category) for s in log.streamers])
+    sink.insert("streamers", streamers_dim.COLUMNS, [astuple(s) for s in streamers])
     proc = Processor(settings, sink)
-    proc.assign([(t, p) for t in TOPIC.values() for p in range(4)])
+    proc.assign([(t, p) for t in TOPIC.values() for p in range(partitions)])
     offsets: dict[tuple[str, int], int] = {}
     batches: dict[tuple[str, int], list[Any]] = defaultdict(list)
-    flushes = 0
-    for i, r in enumerate(log.records):
-        p = zlib.crc32(r.key) % 4
-        off = offsets[(r.topic, p)] = offsets.get((r.topic, p), -1) + 1
-        batches[(r.topic, p)].append(Rec(off, r.key, r.value, r.ts))
-        if (i + 1) % chunk == 0 or i + 1 == len(log.records):
-            for (topic, part), recs in batches.items():
-                proc.handle_batch(topic, part, recs)
-            batches.clear()
-            snaps = proc.snapshot()
-            sink.write(snaps)
-            proc.flush_done(snaps)
-            flushes += 1
-            if flushes % rollup_every == 0:
-                rollup.run_once(sink)
-    assert proc.counts["rejected"] == 0, proc.counts
+    for i, r in enumerate(records):
+        tp = (r.topic, zlib.crc32(r.key) % partitions)
+        offsets[tp] = offsets.get(tp, -1) + 1
+        batches[tp].append(Rec(offsets[tp], r.key, r.value, r.ts))
+        step = plan(i)
+        if step is None and i + 1 < len(records):
+            continue
+        for (topic, part), recs in batches.items():
+            proc.handle_batch(topic, part, recs)
+        batches.clear()
+        snaps = proc.snapshot()
+        sink.write(snaps)
+        proc.flush_done(snaps)
+        if step:
+            rollup.run_once(sink)
+    return proc
 
 
 def get_json(url: str) -> tuple[int, Any]:

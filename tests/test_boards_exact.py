@@ -9,9 +9,7 @@ process, so the module opens one, applies the schema once and empties its tables
 
 from __future__ import annotations
 
-import zlib
-from collections import namedtuple
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,20 +18,18 @@ import orjson
 import pytest
 from hypothesis import event, given, settings as hsettings, strategies as st
 
-from leaderboard_data import SH, TOPIC, build_log, process_into
+from leaderboard_data import SH, TOPIC, build_log, drive, process_into
 from log_model import truth_from_events
-from streamproc import rollup, streamers_dim
+from streamproc import rollup
 from streamproc.board_oracle import HOUR_MS, MINUTE_MS, check_store
 from streamproc.generate import Streamer, build_streamers
 from streamproc.logfile import LogRecord
-from streamproc.processor import Processor
 from streamproc.settings import Settings
 from streamproc.sink.chdb import ChdbSink
 
 MIN_AUDIENCE = 3  # small logs: some conversions shown, some under the minimum
 MIDNIGHT = int(datetime(2026, 11, 12, tzinfo=SH).timestamp() * 1000)  # Asia/Shanghai midnight, an hour edge
 PARTITIONS = 1  # per topic; a window is still summed over the rows of its three topics
-Rec = namedtuple("Rec", "offset key value timestamp")
 
 
 @dataclass
@@ -117,28 +113,11 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 
 
 def feed(sink: ChdbSink, settings: Settings, sc: Scenario) -> None:
-    """The scenario through the processing core: a batch per (topic, partition) up to each planned flush,
-    ``sink.write(snapshot)``, ``flush_done``, and the planned rollup passes; the last flush may come
-    after the last pass, leaving rolled minutes stale for the query layer to read around."""
-    sink.insert("streamers", streamers_dim.COLUMNS, [astuple(s) for s in sc.streamers])
-    proc = Processor(settings, sink)
-    proc.assign([(t, p) for t in TOPIC.values() for p in range(PARTITIONS)])
-    offsets: dict[tuple[str, int], int] = {}
-    batches: dict[tuple[str, int], list[Rec]] = {}
-    for i, r in enumerate(sc.records):
-        tp = (r.topic, zlib.crc32(r.key) % PARTITIONS)
-        offsets[tp] = offsets.get(tp, -1) + 1
-        batches.setdefault(tp, []).append(Rec(offsets[tp], r.key, r.value, r.ts))
-        last = i == len(sc.records) - 1
-        if i in sc.flushes or last:
-            for (topic, part), recs in batches.items():
-                proc.handle_batch(topic, part, recs)
-            batches.clear()
-            snaps = proc.snapshot()
-            sink.write(snaps)
-            proc.flush_done(snaps)
-            if (sc.final_rollup if last else sc.flushes[i]):
-                rollup.run_once(sink)
+    """The scenario through the processing core with its planned flushes and rollup passes; the last
+    flush may come after the last pass, leaving rolled minutes stale for the query layer to read around."""
+    last = len(sc.records) - 1
+    drive(sink, settings, sc.streamers, sc.records, PARTITIONS,
+          lambda i: sc.final_rollup if i == last else sc.flushes.get(i))
 
 
 def _pending_minutes(sink: ChdbSink) -> int:
