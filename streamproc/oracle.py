@@ -148,6 +148,7 @@ class RuleSet:
     max_future_ms: int = 300_000
     max_bytes: int = 65_536
     order_horizon_ms: int = 3_600_000  # orders are late only this far behind (Settings.order_dedupe_horizon_ms)
+    max_pack_lines: int = 1_000  # a longer pack is refused whole (Settings.max_pack_lines)
     now_ms: int | None = None
 
     @classmethod
@@ -159,10 +160,11 @@ class RuleSet:
             max_future_ms=int(settings.max_future_ms),
             max_bytes=int(settings.max_message_bytes),
             order_horizon_ms=int(settings.order_dedupe_horizon_ms),
+            max_pack_lines=int(settings.max_pack_lines),
         )
 
     def params(self) -> dict[str, int]:
-        names = ("window_ms", "lateness_ms", "max_future_ms", "max_bytes", "order_horizon_ms")
+        names = ("window_ms", "lateness_ms", "max_future_ms", "max_bytes", "order_horizon_ms", "max_pack_lines")
         out = {name: getattr(self, name) for name in names}
         out["now_ms"] = int(time.time() * 1000) if self.now_ms is None else self.now_ms
         for name, value in out.items():
@@ -249,6 +251,14 @@ def _log_source(log_path: str | os.PathLike[str]) -> Iterator[dict[str, str]]:
 # ---------------------------------------------------------------------------------------------------
 
 
+_RE_EDGE_SPACE = _sql_literal(r"^[ \t\n\r\x0b\x0c]+|[ \t\n\r\x0b\x0c]+$")  # what bytes.strip() removes
+
+
+def _strip(expr: str) -> str:
+    """``expr`` without leading and trailing ASCII whitespace, as Python's ``bytes.strip()``."""
+    return f"replaceRegexpAll({expr}, {_RE_EDGE_SPACE}, '')"
+
+
 def _sql_str(s: str) -> str:
     """A SQL string literal for our own constant identifiers (field names, enum values, reasons)."""
     if not all(c.isalnum() or c in "._" for c in s):
@@ -311,6 +321,10 @@ def _classify_sql() -> str:
     topic_expr = "multiIf(" + ", ".join(f"s_type = {_sql_str(k)}, {_sql_str(v)}" for k, v in _TOPIC_OF_TYPE.items()) + ", '')"
     checks: list[tuple[str, str]] = [
         ("nbytes > {max_bytes:Int64}", "oversized"),
+        # a pack (lines, not one JSON document) of more lines than allowed is refused whole; the oracle
+        # reads packs unpacked (pack.unpack_records), and such a message is the one kept whole there
+        (f"NOT json_ok AND position({_strip('v')}, '\\n') > 0 AND "
+         f"length(arrayFilter(l -> {_strip('l')} != '', splitByChar('\\n', v))) > {{max_pack_lines:Int64}}", "oversized"),
         ("NOT utf8_ok", "invalid_utf8"),
         ("NOT json_ok", "malformed_json"),
         ("root_type != 'Object'", "not_object"),

@@ -258,6 +258,10 @@ async def send_each(settings: Settings, records: list[LogRecord]) -> list[tuple[
 
 def test_a_hostile_producer_end_to_end_no_dead_letter_lost_the_worker_lives_and_tallies_are_exact(
         settings: Settings, tmp_path: Path) -> None:
+    """Every sequence of issue 11 in one run: huge and escaping-hostile messages followed by ordinary
+    bad ones, noise with newlines, a pack past the line bound, a null key, ids no API could look up, and
+    an order forged 10 years ahead (event time and record time) followed by 85 genuine orders re-sent.
+    Ends in a reconcile of what users read: tallies, boards and every dead letter exactly once."""
     key = b"s-hostile"
     hostile = [  # (value, the dead letter it must make: (index, reason, refused bytes), or None)
         (HUGE["10 MB JSON"], (0, "oversized", HUGE["10 MB JSON"])),
@@ -271,7 +275,24 @@ def test_a_hostile_producer_end_to_end_no_dead_letter_lost_the_worker_lives_and_
         (view(9), None),
     ]
     sent = [LogRecord("live.views", key, NOW + i, v) for i, (v, _) in enumerate(hostile)]
+    # keys and ids: no key at all; ids with NUL, a quote, an emoji (refused), one in Chinese (accepted)
+    for i, sid, dead in ((10, "s-hostile", "key_mismatch"), (11, "s\x00x", "bad_value"), (12, 'a"b', "bad_value"),
+                         (13, "直播🍑", "bad_value"), (14, "五常-稻花香", None)):
+        v = view(i, streamer=sid)
+        hostile.append((v, (0, dead, v) if dead else None))
+        sent.append(LogRecord("live.views", None if dead == "key_mismatch" else sid.encode(), NOW + i, v))
     good = list(generate(3_000, seed=13, start_ms=NOW - 10_000, malformed_share=0, duplicate_share=0, late_share=0))
+    # an order of a streamer with real trade, forged 10 years ahead in event time and record time; then
+    # 85 of that streamer's genuine paid orders sent again (callbacks retried): each must count once
+    paid = [r for r in good if r.topic == "live.orders" and b'"paid"' in r.value]
+    victim = Counter(r.key for r in paid).most_common(1)[0][0]
+    decade = 10 * 365 * 86_400_000
+    forged_event = {**orjson.loads(next(r.value for r in paid if r.key == victim)), "order_id": "forged-1",
+                    "ts": NOW + decade}
+    forged = LogRecord("live.orders", victim, NOW + decade, orjson.dumps(forged_event))
+    hostile.append((forged.value, (0, "future", forged.value)))
+    mine = [r for r in paid if r.key == victim]
+    resent = (mine * (85 // len(mine) + 1))[:85]
     with Stack(settings, tmp_path / "logs") as stack:
         worker = stack.worker().start()
         worker.wait_assigned(event_partitions())
@@ -279,17 +300,21 @@ def test_a_hostile_producer_end_to_end_no_dead_letter_lost_the_worker_lives_and_
         coords = asyncio.run(send_each(stack.settings, sent))
         publish_seconds = time.perf_counter() - started
         result = asyncio.run(publish(good, stack.settings))
-        last = dict(result.last_offsets)
-        for partition, offset in coords:
-            last[("live.views", partition)] = max(last.get(("live.views", partition), -1), offset)
+        coords += asyncio.run(send_each(stack.settings, [forged]))
+        sent.append(forged)
+        again = asyncio.run(publish(resent, stack.settings))
+        last = {tp: max(result.last_offsets.get(tp, -1), again.last_offsets.get(tp, -1))
+                for tp in {*result.last_offsets, *again.last_offsets}}
+        for r, (partition, offset) in zip(sent, coords):
+            last[(r.topic, partition)] = max(last.get((r.topic, partition), -1), offset)
         wait_flushed([worker], last, timeout_s=180)
         assert worker.alive()
         raw = asyncio.run(read_topic(stack.settings, "live.deadletter"))
         records = [orjson.loads(m.value) for m in raw]
 
         # every expected dead letter exactly once, identified by its source and the sha256 of its bytes
-        want = Counter(("live.views", partition, offset, index, reason, hashlib.sha256(unit).hexdigest())
-                       for (_, dead), (partition, offset) in zip(hostile, coords) if dead
+        want = Counter((r.topic, partition, offset, index, reason, hashlib.sha256(unit).hexdigest())
+                       for r, (_, dead), (partition, offset) in zip(sent, hostile, coords) if dead
                        for index, reason, unit in [dead])
         got = Counter((r["topic"], r["partition"], r["offset"], r["index"], r["reason"], r["sha256"]) for r in records)
         assert got == want, (got - want, want - got)
@@ -301,10 +326,10 @@ def test_a_hostile_producer_end_to_end_no_dead_letter_lost_the_worker_lives_and_
         assert len(truncated) == 3  # 10 MB, 600 KB of quotes, 2 MB of noise
         started = time.perf_counter()
         sources = asyncio.run(fetch_sources(stack.settings, [source_coords(r) for r in truncated]))
-        originals = {r["offset"]: exact_bytes(r, sources) for r in truncated}
+        originals = {(r["partition"], r["offset"]): exact_bytes(r, sources) for r in truncated}
         fetch_seconds = time.perf_counter() - started
-        by_offset = {offset: v for (v, _), (_, offset) in zip(hostile, coords)}
-        assert all(originals[o] == (key, by_offset[o]) for o in originals)
+        by_coords = {(r.topic, *where): (r.key, v) for r, (v, _), where in zip(sent, hostile, coords)}
+        assert all(originals[c] == by_coords[("live.views", *c)] for c in originals)
         started = time.perf_counter()
         summary = redrive(stack.settings, truncated, dry_run=True)  # the CLI's path, judging, sending nothing
         redrive_seconds = time.perf_counter() - started
@@ -319,9 +344,11 @@ def test_a_hostile_producer_end_to_end_no_dead_letter_lost_the_worker_lives_and_
     assert "MessageSizeTooLarge" not in log_text and "ProducerSendError" not in log_text
 
     log = tmp_path / "sent.jsonl"
-    write_log(log, unpack_records(sent + good))  # the oracle knows no packs: it reads them unpacked
-    result = reconcile(settings, str(log))
+    # in the order the broker got them; the oracle knows no packs: it reads them unpacked
+    write_log(log, unpack_records(sent[:-1] + good + [forged] + resent))
+    result = reconcile(settings, str(log), dead_letters=raw)
     assert result["tallies_match"] and result["mismatches"] == 0, result
+    assert result["boards_match"] and result["dead_letter_match"] and result["oracle_match"], result
     report("end_to_end", dead_letters=len(records), record_bytes_by_offset=sizes,
            largest_record_bytes=max(sizes.values()), publish_hostile_seconds=round(publish_seconds, 2),
            fetch_and_verify_seconds=round(fetch_seconds, 3), redrive_dry_run_seconds=round(redrive_seconds, 3),
