@@ -13,6 +13,7 @@ from hypothesis import given, strategies as st
 
 from leaderboard_data import METRICS, START_MS, Log, Oracle, Totals, build_log, process_into
 from streamproc import queries, rollup
+from streamproc.metrics import REGISTRY
 from streamproc.query_params import BadParameter, parse
 from streamproc.settings import Settings
 from streamproc.sink.chdb import ChdbSink
@@ -132,6 +133,28 @@ def test_rollup_passes_never_overlap(loaded) -> None:
     ordered = sorted(spans.values())
     assert len(ordered) == 3 and all(x[1] <= y[0] for x, y in zip(ordered, ordered[1:])), ordered
     assert results[0].marks > 0
+
+
+def test_a_rollup_lagging_toward_the_10s_ttl_stops_it_until_caught_up(loaded) -> None:
+    """10 s rows expire after 6 h: a pass that finds writes older than half of that unrolled stops TTL
+    merges on the 10 s tables before rolling them, and starts them again once it has."""
+    sink, _, _ = loaded
+    spy = _Spans(sink)
+    commands: list[str] = []
+    spy.command = lambda sql, params=None: (commands.append(sql), sink.command(sql, params))[1]
+    sink.command("INSERT INTO rollup_state (name, cursor, minutes_upto, hours_upto) SELECT 'default', "
+                 "now64(3) - INTERVAL 5 HOUR, toDateTime(0, 'UTC'), "
+                 "(SELECT argMax(hours_upto, updated_at) FROM rollup_state WHERE name = 'default')")
+    sink.command("INSERT INTO rollup_marks SELECT now64(3) - INTERVAL 4 HOUR, toStartOfMinute(window_start) AS m, "
+                 "streamer_id FROM tallies_10s GROUP BY m, streamer_id LIMIT 5")  # written 4 h ago, never rolled
+    result = rollup.run_once(spy)
+    assert result.lag_s > rollup.TTL_GUARD_S
+    stops = [i for i, c in enumerate(commands) if c.startswith("SYSTEM STOP TTL MERGES")]
+    starts = [i for i, c in enumerate(commands) if c.startswith("SYSTEM START TTL MERGES")]
+    rolled = [i for i, c in enumerate(commands) if c.lstrip().startswith("INSERT INTO tallies_1m")]
+    assert len(stops) == len(starts) == 2 and max(stops) < rolled[0] < min(starts), commands
+    value = REGISTRY.get_sample_value
+    assert value("streamproc_rollup_ttl_paused") == 0 and value("streamproc_rollup_lag_seconds") == 0
 
 
 def test_regions_rank_places_like_the_oracle(loaded) -> None:
