@@ -10,11 +10,13 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from leaderboard_data import START_MS, Oracle, build_log, get_json, publish_and_settle, start_worker
 from streamproc.broker import free_port
+from streamproc.logfile import LogRecord
 from streamproc.settings import Settings
 from streamproc.stack import Stack
 
@@ -45,7 +47,12 @@ def expected(url: str, metric: str, window: str, as_of: str, **filters: str) -> 
     assert status == 200, body
     out = []
     for r in body["rows"]:
-        value = yuan_text(r["gmv_fen"]) if metric == "gmv" else f"{r[metric]:,}"
+        if metric == "gmv":
+            value = yuan_text(r["gmv_fen"])
+        elif metric == "conversion":  # null below the minimum audience: a dash, never a percentage
+            value = "—" if r["conversion"] is None else f"{r['conversion'] * 100:.1f}%"
+        else:
+            value = f"{r[metric]:,}"
         out.append({"id": r["streamer_id"], "rank": str(r["rank"]), "name": r["name"],
                     "region": " · ".join(filter(None, (r["province"], r["county"], r["village"]))),
                     "value": value, "spark": ",".join(map(str, r["spark"]))})
@@ -111,6 +118,23 @@ def test_page_shows_the_api_top_10_and_follows_new_events_and_switchers(served) 
                                    ".every(td => td.textContent.startsWith('陕西省'))", timeout=30_000)
             shaanxi = settled_table(page, url, "views", "today", as_of=newest, province="陕西省")
             assert shaanxi["rows"]
+            page.click("#metrics button[data-metric=buyers]")
+            settled_table(page, url, "buyers", "today", as_of=newest, province="陕西省")
+            page.select_option("#province", "")
+            page.click("#metrics button[data-metric=conversion]")
+            page.click('#windows button[data-window="1m"]')  # a minute's audiences: under the minimum
+            shown = settled_table(page, url, "conversion", "1m", as_of=newest)
+            assert any(r["value"] == "—" for r in shown["rows"]), shown["rows"]
             page.screenshot(path=str(tmp / "leaderboard-after.png"))
+
+            # a payment 10 minutes late is still money: counted in its past window, and the page says so
+            assert not page.is_visible("#corrections")
+            paid = next(e for e in reversed(log.events) if e["type"] == "order" and e["status"] == "paid")
+            late = {**paid, "event_id": "late-payment", "order_id": "late-payment", "ts": paid["ts"] - 600_000}
+            publish_and_settle(stack, worker, [LogRecord("live.orders", late["streamer_id"].encode(),
+                                                         paid["ts"] + 1_000, orjson.dumps(late))])
+            assert get_json(url + "/api/freshness")[1]["late_corrections_total"] == 1
+            page.wait_for_selector("#corrections", state="visible", timeout=30_000)
+            assert "1" in page.text_content("#corrections")
         finally:
             browser.close()
