@@ -1,8 +1,21 @@
 # streamproc: one image for the worker, the generator and the admin commands (topics, schema, reconcile).
 #   docker build -t streamproc .
 #   docker run --rm streamproc --help
-# The source tree stays in /app (editable install): the topic specs (topics/) and ClickHouse migrations
-# (schemas/) are read from beside the package at run time. Versions: constraints.txt, as `make install`.
+# Two stages: the first builds the wheel from the source tree (the topic specs, topics/, and the ClickHouse
+# migrations, schemas/, go inside it: pyproject.toml); the second installs only that wheel, not editable,
+# with the versions of constraints.txt, as `make install`. No source tree stays in the image.
+FROM python:3.11-slim-bookworm AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY streamproc ./streamproc
+COPY topics ./topics
+COPY schemas ./schemas
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
@@ -10,15 +23,16 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin streamproc \
+RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin streamproc \
  && mkdir -p /data /shared && chown streamproc /data /shared
 
-COPY pyproject.toml constraints.txt README.md ./
-COPY streamproc ./streamproc
-COPY topics ./topics
-COPY schemas ./schemas
-RUN pip install --constraint constraints.txt --editable . && streamproc --help > /dev/null
+COPY constraints.txt /tmp/constraints.txt
+COPY --from=build /wheels /tmp/wheels
+# The packaged topic specs and migrations are found at import (streamproc.resources): check it here.
+RUN pip install --constraint /tmp/constraints.txt /tmp/wheels/streamproc-*.whl \
+ && rm -rf /tmp/wheels /tmp/constraints.txt \
+ && streamproc --help > /dev/null \
+ && python -c "import streamproc.topics, streamproc.sink.base"
 
 USER streamproc
 WORKDIR /data

@@ -11,11 +11,12 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from .kafka import client_kwargs
+from .resources import data_path
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-SPEC_FILE = Path(__file__).resolve().parent.parent / "topics" / "topics.toml"
+SPEC_FILE = data_path("topics/topics.toml")
 EVENT_TOPICS = ("live.views", "live.likes", "live.orders")
 DEADLETTER = "live.deadletter"
 

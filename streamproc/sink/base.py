@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 
+from ..resources import data_path
 from ..state import (
     ORDER_COLUMNS, TALLY_COLUMNS, VIEWER_COLUMNS, N_SLOTS, EVENTS, ENTERS, LEAVES, PEAK, CLOSE, LIKES, PAID,
     REFUNDED, ITEMS, GMV, REFUND, MAX_TS, LAST_OFFSET, Snapshot, WindowKey,
@@ -25,7 +26,7 @@ from ..state import (
 
 log = logging.getLogger(__name__)
 
-DDL_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
+DDL_DIR = data_path("schemas/clickhouse")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TIME_COLUMNS = {"window_start", "max_ts", "ts"}  # DateTime64(3): sent as seconds with a fraction
 _ACC_SELECT = (
