@@ -16,16 +16,22 @@ KEYS = ("python_limit_eps", "transport_eps", "faust_naive_eps", "worker_eps_sing
         "freshness_p99_s")
 
 
-def test_bench_harness_writes_every_agreed_key(tmp_path: Path) -> None:
-    events = 4000
+def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """``make bench``'s harness with ``args``, results in ``tmp_path``; its output and latest.json."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--events", str(events), "--streamers", "200", "--repeat", "1",
-         "--peer-repeat", "1", "--worker-repeat", "1", "--faust-events", "2000", "--faust-table-events", "0",
-         "--quix-events", "0", "--freshness-seconds", "3", "--sections", "consumers,freshness",
+        [sys.executable, "-m", "benchmarks.run", *args,
          "--results-dir", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work")],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    latest = json.loads((tmp_path / "results" / "latest.json").read_text())
+    return out, json.loads((tmp_path / "results" / "latest.json").read_text())
+
+
+def test_bench_harness_writes_every_agreed_key(tmp_path: Path) -> None:
+    events = 4000
+    out, latest = run_bench(tmp_path, "--events", str(events), "--streamers", "200", "--repeat", "1",
+                            "--peer-repeat", "1", "--worker-repeat", "1", "--faust-events", "2000",
+                            "--faust-table-events", "0", "--quix-events", "0", "--freshness-seconds", "3",
+                            "--sections", "consumers,freshness")
     dated = [p for p in (tmp_path / "results").glob("*.json") if p.name != "latest.json"]
     assert len(dated) == 1 and json.loads(dated[0].read_text()) == latest
     for key in KEYS:
@@ -47,14 +53,10 @@ READER_RUN_KEYS = ("api_p50_s", "api_p99_s", "share_429", "statuses", "quiet", "
 
 def test_bench_readers_section_runs_and_reports_its_keys(tmp_path: Path) -> None:
     """A few clients against a fed worker, bounded and unbounded: it runs and reports, nothing timed."""
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--events", "4000", "--streamers", "200", "--sections", "readers",
-         "--readers-clients", "10", "--readers-requests", "60", "--readers-rate", "400", "--readers-variants", "2",
-         "--readers-bounds", "2,0", "--readers-warmup-s", "3", "--readers-quiet-s", "2",
-         "--results-dir", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    latest = json.loads((tmp_path / "results" / "latest.json").read_text())
+    out, latest = run_bench(tmp_path, "--events", "4000", "--streamers", "200", "--sections", "readers",
+                            "--readers-clients", "10", "--readers-requests", "60", "--readers-rate", "400",
+                            "--readers-variants", "2", "--readers-bounds", "2,0", "--readers-warmup-s", "3",
+                            "--readers-quiet-s", "2")
     for key in READER_KEYS:
         assert key in latest, key
     assert [r["api_max_concurrent"] for r in latest["readers"]] == [2, 0]
