@@ -16,7 +16,7 @@ import logging
 import time
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 import faust
 import orjson
@@ -25,10 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import metrics, queries, webauth
 from .api_spec import ENDPOINTS, openapi
 from .query_params import BadParameter, Request, parse
+from .processor import Processor
 from .read_gate import RETRY_AFTER_S, Busy, ReadGate
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from .settings import Settings
+from .sink import Sink
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,16 @@ def _request(path: str, request: Any, min_audience: int) -> Request:
     return dataclasses.replace(parse(raw, ENDPOINTS[path][1]), min_audience=min_audience)
 
 
-def register(app: faust.App, worker: "Worker") -> None:
+class Served(Protocol):
+    """What the pages read from the worker that serves them (the worker registers the pages; the pages
+    never import the worker)."""
+
+    settings: Settings
+    sink: Sink
+    processor: Processor
+
+
+def register(app: faust.App, worker: Served) -> None:
     s = worker.settings
     webauth.install(app, s.web_token)  # every route below needs the bearer token when one is set
 
