@@ -16,6 +16,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from .faust_compat import add_middleware
+
 log = logging.getLogger(__name__)
 
 COOKIE = "streamproc_token"
@@ -58,5 +60,5 @@ def bearer_middleware(token: str) -> Any:
 def install(app: Any, token: str) -> None:
     """Guard every route of the Faust ``app``'s web server with ``token`` (nothing if it is empty)."""
     if token:
-        app.web.web_app.middlewares.append(bearer_middleware(token))
+        add_middleware(app, bearer_middleware(token))
         log.info("web server requires a bearer token")

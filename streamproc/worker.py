@@ -20,7 +20,7 @@ import faust
 from faust.types import TP as FaustTP
 
 from . import leaderboard_changes, metrics, rollup, streamers_dim, web
-from .fetch import Batch, BatchTransport, Deliver
+from .faust_compat import App, Batch, commit
 from .kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
 from .logging_setup import logging_config
 from .processor import Processor
@@ -42,20 +42,6 @@ class OutgoingDeadLetter:
     record: tuple[bytes, bytes]
     ack: asyncio.Future | None = None
     refused: bool = False  # refused once: sent again on its own, and nothing after it overtakes it
-
-
-class App(faust.App):
-    """Faust, with a consumer that hands agents whole batches (fetch.BatchConsumer)."""
-
-    deliver: Deliver | None = None  # where the consumer sends each batch; set by the Worker
-
-    def _new_transport(self) -> BatchTransport:
-        return BatchTransport(self.conf.broker_consumer, self)
-
-    def _new_consumer(self) -> Any:
-        consumer = super()._new_consumer()
-        consumer.deliver = self.deliver
-        return consumer
 
 
 class Worker:
@@ -128,7 +114,7 @@ class Worker:
         return app
 
     def _add_agent(self, app: faust.App, name: str) -> None:
-        """One agent per event topic; it receives whole fetched batches (see fetch.py)."""
+        """One agent per event topic; it receives whole fetched batches (see faust_compat.py)."""
         app.topics.add(app.topic(self.settings.topic(name), acks=False))  # subscribe the consumer
         channel = app.channel(maxsize=4)  # a few batches in flight: the fetcher waits on a slow agent
         self.channels[self.settings.topic(name)] = channel
@@ -335,7 +321,7 @@ class Worker:
         tps = {FaustTP(s.topic(t), p): o for (t, p), o in offsets.items()}
         if tps:
             try:
-                await self.app.consumer._commit(tps)
+                await commit(self.app, tps)
             except Exception as exc:  # the checkpoint in ClickHouse is what counts; this is for lag tools
                 log.warning("offset commit failed: %r", exc)
 
