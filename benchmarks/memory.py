@@ -40,7 +40,8 @@ def flush(states: dict) -> None:
 
 def measure(log: str, limit: int) -> dict:
     s = Settings.from_env(env={})
-    rules = Rules(s.window_ms, s.lateness_ms, s.order_dedupe_horizon_ms, s.idle_close_ms)
+    rules = Rules(lateness_ms=s.lateness_ms, order_dedupe_horizon_ms=s.order_dedupe_horizon_ms,
+                  idle_close_ms=s.idle_close_ms)
     records = [r for _, r in zip(range(limit), read_log(log))]
     parts = {t: partitions_of(t) for t in EVENT_TOPICS}
     offsets: dict[tuple[str, int], int] = {}

@@ -17,7 +17,7 @@ from .settings import Settings
 
 
 def _settings_parser() -> argparse.ArgumentParser:
-    """Flags for every Settings field (``--window-ms`` for STREAMPROC_WINDOW_MS); unset flags defer to env."""
+    """Flags for every Settings field (``--lateness-ms`` for STREAMPROC_LATENESS_MS); unset flags defer to env."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("settings (each also read from STREAMPROC_<NAME>)")
     for f in fields(Settings):

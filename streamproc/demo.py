@@ -104,7 +104,7 @@ def reconcile(settings: Settings, log: str, dead_letters: list[Any] | None = Non
         if mismatches:
             print(format_mismatches(mismatches), file=sys.stderr)
         viewers, buyers = expected_audience(sink.rows, os.path.abspath(log), rules)
-        truth = Truth(expected, viewers, buyers, _dimension(sink), settings.window_ms)
+        truth = Truth(expected, viewers, buyers, _dimension(sink))
         boards = check_store(sink, truth, min_audience=settings.conversion_min_viewers)
         summary.update(boards_match=boards.ok, boards_mismatches=boards.mismatches[:5], boards_checked=boards.checked,
                        board_queries=boards.queries, board_check_seconds=boards.seconds)

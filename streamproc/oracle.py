@@ -155,7 +155,6 @@ class RuleSet:
     def from_settings(cls, settings: Any) -> "RuleSet":
         """The rules of a ``Settings`` object (duck-typed, so the oracle imports nothing of the worker)."""
         return cls(
-            window_ms=int(settings.window_ms),
             lateness_ms=int(settings.lateness_ms),
             max_future_ms=int(settings.max_future_ms),
             max_bytes=int(settings.max_message_bytes),

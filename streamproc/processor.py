@@ -29,8 +29,8 @@ class Processor:
     def __init__(self, settings: Settings, sink: Sink) -> None:
         self.settings = settings
         self.sink = sink
-        self.rules = Rules(settings.window_ms, settings.lateness_ms, settings.order_dedupe_horizon_ms,
-                           settings.idle_close_ms)
+        self.rules = Rules(lateness_ms=settings.lateness_ms, order_dedupe_horizon_ms=settings.order_dedupe_horizon_ms,
+                           idle_close_ms=settings.idle_close_ms)
         self.states: dict[TP, PartitionState] = {}
         self.dead: list[tuple[bytes, bytes]] = []
         self.counts = {"consumed": 0, "accepted": 0, "rejected": 0, "stale": 0, "late_corrections": 0}

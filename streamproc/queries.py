@@ -40,8 +40,9 @@ from typing import Any, Sequence
 from .query_params import DEFAULT_MIN_AUDIENCE, MAX_SERIES_MS, METRICS, SHANGHAI, BadParameter, Filters, Request, TimeSpec
 from .rollup import STATE_NAME
 from .sink import Sink
+from .windows import WINDOW_MS
 
-BUCKET_MS = 10_000
+BUCKET_MS = WINDOW_MS  # the tallies' window: the finest tile
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000

@@ -34,6 +34,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from .metrics import REGISTRY
 from .sink import Sink
+from .windows import WINDOW_MS
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,13 @@ def load_state(sink: Sink) -> RollupState:
     return RollupState(int(cursor), int(hours)) if int(n) else RollupState()
 
 
-def newest_window_end(sink: Sink, window_ms: int) -> int:
+def newest_window_end(sink: Sink, window_ms: int = WINDOW_MS) -> int:
     """End of the newest 10 s window in the data (epoch ms); 0 if there is none."""
     (newest, n), = sink.rows("SELECT toUnixTimestamp64Milli(max(newest_window)), count() FROM tallies_clock")
     return int(newest) + window_ms if int(n) else 0
 
 
-def run_once(sink: Sink, window_ms: int = 10_000) -> RunResult:
+def run_once(sink: Sink, window_ms: int = WINDOW_MS) -> RunResult:
     """One rollup pass: minutes marked since the last pass, then the hours that are due. Waits for a
     pass already running in this process instead of racing it."""
     with _PASS:
@@ -196,7 +197,7 @@ def register(app: Any, worker: Any, interval_s: float) -> None:
 
     async def rollup_tick() -> None:
         try:
-            result = await asyncio.to_thread(run_once, worker.sink, worker.settings.window_ms)
+            result = await asyncio.to_thread(run_once, worker.sink)
         except Exception as exc:  # the next run recomputes everything still marked
             RUNS.labels("failed").inc()
             LAG.set(time.time() - _last_ok)  # an upper bound: every write before the last good pass is rolled

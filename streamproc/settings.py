@@ -1,6 +1,6 @@
 """One typed settings object, read from ``STREAMPROC_*`` environment variables.
 
-Every field here is also a CLI flag of the same name (``--window-ms`` for ``STREAMPROC_WINDOW_MS``) and
+Every field here is also a CLI flag of the same name (``--lateness-ms`` for ``STREAMPROC_LATENESS_MS``) and
 is listed in the README, so that an operator finds one name everywhere.
 """
 
@@ -42,7 +42,6 @@ class Settings:
     streamers_file: str = field(default="", metadata={"help": "streamers dimension (CSV, JSON or JSON lines) loaded when the worker starts"})
     data_dir: str = field(default=".streamproc", metadata={"help": "local state: chDB data in DATA_DIR/clickhouse, Faust files in DATA_DIR/faust"})
     # event-time rules
-    window_ms: int = field(default=10_000, metadata={"help": "tumbling window length, ms"})
     lateness_ms: int = field(default=30_000, metadata={"help": "allowed lateness behind the streamer's own watermark, ms"})
     max_future_ms: int = field(default=300_000, metadata={"help": "reject events this far ahead of their Kafka timestamp, ms"})
     order_dedupe_horizon_ms: int = field(default=3_600_000, metadata={"help": "event-time span over which order ids are remembered"})

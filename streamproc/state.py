@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .events import Like, Order, View
-from .windows import is_late, window_closed, window_start
+from .windows import WINDOW_MS, is_late, window_closed, window_start
 
 # Slots of a window accumulator (a plain list: cheaper than an object per window on the hot path).
 (EVENTS, ENTERS, LEAVES, PEAK, CLOSE, LIKES, PAID, REFUNDED, ITEMS, GMV, REFUND, MAX_TS, LAST_OFFSET) = range(13)
@@ -43,7 +43,7 @@ WindowLoader = Callable[[str, int, WindowKey], Optional[list]]
 
 @dataclass(frozen=True)
 class Rules:
-    window_ms: int = 10_000
+    window_ms: int = WINDOW_MS
     lateness_ms: int = 30_000
     order_dedupe_horizon_ms: int = 3_600_000
     idle_close_ms: int = 15_000

@@ -6,6 +6,10 @@ same verdicts as the live run (docs/ARCHITECTURE.md, invariant 3).
 
 from __future__ import annotations
 
+# The tumbling window: a constant of the schema (tallies_10s, the query layer's 10 s tiles, the rollups
+# to whole minutes), not a setting: a different length would need other tables, not another number.
+WINDOW_MS = 10_000
+
 
 def window_start(ts: int, window_ms: int) -> int:
     """Start (epoch ms) of the tumbling window holding ``ts``."""

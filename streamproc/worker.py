@@ -389,7 +389,7 @@ class Worker:
                         type(exc).__name__)
         if self.settings.rollup_interval_s > 0:
             try:
-                await asyncio.wait_for(asyncio.to_thread(rollup.run_once, self.sink, self.settings.window_ms), 20)
+                await asyncio.wait_for(asyncio.to_thread(rollup.run_once, self.sink), 20)
             except Exception as exc:
                 log.warning("final rollup pass on shutdown did not complete (%s); the next pass rolls it",
                             type(exc).__name__)

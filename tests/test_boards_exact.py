@@ -133,7 +133,7 @@ def test_every_board_equals_the_model_on_random_logs(store: Store, sc: Scenario)
     feed(store.sink, store.settings, sc)
     s = store.settings
     truth = truth_from_events(sc.events, sc.streamers, lateness_ms=s.lateness_ms,
-                              dedupe_horizon_ms=s.order_dedupe_horizon_ms, window_ms=s.window_ms,
+                              dedupe_horizon_ms=s.order_dedupe_horizon_ms,
                               min_audience=MIN_AUDIENCE)
     event("stale rolled minutes" if _pending_minutes(store.sink) else "rollups current")
     result = check_store(store.sink, truth, as_of_points=[sc.as_of], min_audience=MIN_AUDIENCE, rotate=sc.rotate)

@@ -22,7 +22,7 @@ from streamproc.generate import LABEL_LATE, MALFORMED_REASONS, generate_labeled
 from streamproc.processor import Processor
 from streamproc.settings import Settings
 from streamproc.state import PartitionState
-from streamproc.windows import window_start
+from streamproc.windows import WINDOW_MS, window_start
 
 START_MS = 1_763_900_000_000
 # Label names that would make one series per streamer, viewer, order or event.
@@ -81,7 +81,7 @@ def test_batch_counts_and_flush_metrics_equal_the_input() -> None:
             reasons["late"] += 1
             continue
         ev = orjson.loads(rec.value)
-        key = (rec.topic, window_start(ev["ts"], settings.window_ms), ev["streamer_id"])
+        key = (rec.topic, window_start(ev["ts"], WINDOW_MS), ev["streamer_id"])
         rows[key] = max(rows.get(key, 0), ev["ts"])
         if ev["type"] == "order":
             first_orders.setdefault((ev["order_id"], ev["status"]), ev["amount_fen"])

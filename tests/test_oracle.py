@@ -615,8 +615,8 @@ def test_compare_in_memory():
 def test_ruleset_from_settings():
     from streamproc.settings import Settings
 
-    s = Settings(window_ms=5_000, lateness_ms=1, max_future_ms=2, max_message_bytes=3)
-    assert oracle.RuleSet.from_settings(s) == oracle.RuleSet(window_ms=5_000, lateness_ms=1, max_future_ms=2, max_bytes=3)
+    s = Settings(lateness_ms=1, max_future_ms=2, max_message_bytes=3)
+    assert oracle.RuleSet.from_settings(s) == oracle.RuleSet(window_ms=10_000, lateness_ms=1, max_future_ms=2, max_bytes=3)
     with pytest.raises(ValueError):
         oracle.RuleSet(window_ms=0).params()
     # the reader's clock: given, or the time the oracle runs
