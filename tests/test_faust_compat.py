@@ -49,8 +49,26 @@ def test_every_private_name_exists_where_it_is_used(app: App) -> None:
 
 
 class _Fetcher:
-    def __init__(self) -> None:
+    """The fetch side of the loop: hands out ``fetches`` one per call, then stops the loop."""
+
+    def __init__(self, fetches: list[dict]) -> None:
         self._stopped = asyncio.Event()
+        self.fetches = fetches
+        self.asked = 0
+
+    async def next_records(self, timeout: float) -> tuple[dict, None]:
+        self.asked += 1
+        if not self.fetches:
+            self._stopped.set()
+            return {}, None
+        return self.fetches.pop(0), None
+
+
+def _drain(consumer: Any, fetcher: _Fetcher, deliver: Any) -> Any:
+    """The real drain loop of ``consumer``, fed by ``fetcher``, delivering to ``deliver``."""
+    consumer.deliver = deliver
+    consumer._wait_next_records = fetcher.next_records
+    return consumer._drain_messages(fetcher)
 
 
 def _records(first: int, n: int) -> list[Record]:
@@ -59,25 +77,13 @@ def _records(first: int, n: int) -> list[Record]:
 
 def test_batches_arrive_whole_in_order_and_after_a_seek_nothing_is_delivered_twice(app: App) -> None:
     consumer: Any = app.consumer
-    fetches = [{A: _records(0, 3), B: _records(0, 2)}, {A: _records(3, 2)}, {A: _records(2, 4)}]
     got: list[Batch] = []
-    fetcher = _Fetcher()
+    fetcher = _Fetcher([{A: _records(0, 3), B: _records(0, 2)}, {A: _records(3, 2)}, {A: _records(2, 4)}])
 
     async def deliver(batch: Batch) -> None:
         got.append(batch)
 
-    async def next_records(timeout: float) -> tuple[dict, None]:
-        if not fetches:
-            fetcher._stopped.set()
-            return {}, None
-        return fetches.pop(0), None
-
-    async def run() -> None:
-        consumer.deliver = deliver
-        consumer._wait_next_records = next_records
-        await consumer._drain_messages(fetcher)
-
-    asyncio.run(run())
+    asyncio.run(_drain(consumer, fetcher, deliver))
     offsets = [(b.tp.partition, [r.offset for r in b.records]) for b in got]
     # the third fetch starts at 2 (a seek back): only what lies past the read offset goes out again
     assert offsets == [(0, [0, 1, 2]), (1, [0, 1]), (0, [3, 4]), (0, [5])]
@@ -86,30 +92,19 @@ def test_batches_arrive_whole_in_order_and_after_a_seek_nothing_is_delivered_twi
 
 def test_a_batch_waiting_to_be_taken_holds_the_next_fetch(app: App) -> None:
     consumer: Any = app.consumer
-    fetcher = _Fetcher()
-    asked = 0
-
-    async def next_records(timeout: float) -> tuple[dict, None]:
-        nonlocal asked
-        asked += 1
-        if asked > 3:
-            fetcher._stopped.set()
-            return {}, None
-        return {A: _records((asked - 1) * 2, 2)}, None
+    fetcher = _Fetcher([{A: _records(first, 2)} for first in (0, 2, 4)])
 
     async def run() -> list[int]:
         release = asyncio.Event()
         seen: list[int] = []
 
         async def deliver(batch: Batch) -> None:
-            seen.append(asked)
+            seen.append(fetcher.asked)
             await release.wait()  # a full agent channel: the fetcher waits here
 
-        consumer.deliver = deliver
-        consumer._wait_next_records = next_records
-        loop = asyncio.create_task(consumer._drain_messages(fetcher))
+        loop = asyncio.create_task(_drain(consumer, fetcher, deliver))
         await asyncio.sleep(0.2)
-        held = asked  # one fetch made, its batch not taken: no second fetch meanwhile
+        held = fetcher.asked  # one fetch made, its batch not taken: no second fetch meanwhile
         release.set()
         await asyncio.wait_for(loop, 5)
         return [held, *seen]
@@ -120,24 +115,11 @@ def test_a_batch_waiting_to_be_taken_holds_the_next_fetch(app: App) -> None:
 
 def test_nothing_is_delivered_while_the_flow_is_paused(app: App) -> None:
     consumer: Any = app.consumer
-    fetcher = _Fetcher()
-    calls = 0
-
-    async def next_records(timeout: float) -> tuple[dict, None]:
-        nonlocal calls
-        calls += 1
-        if calls > 3:
-            fetcher._stopped.set()
-        return {A: _records(calls * 10, 1)}, None
+    fetcher = _Fetcher([{A: _records(first, 1)} for first in (10, 20, 30)])
 
     async def deliver(batch: Batch) -> None:
         raise AssertionError("delivered while paused")
 
-    async def run() -> None:
-        consumer.deliver = deliver
-        consumer._wait_next_records = next_records
-        consumer.flow_active = False  # a rebalance in progress, or consumption paused
-        await consumer._drain_messages(fetcher)
-
-    asyncio.run(run())
-    assert calls > 3
+    consumer.flow_active = False  # a rebalance in progress, or consumption paused
+    asyncio.run(_drain(consumer, fetcher, deliver))
+    assert fetcher.asked > 3
