@@ -68,6 +68,7 @@ class Worker:
         self.retry_at = 0.0
         self.backoff = 0.0
         self.in_flight_rows = 0  # rows of the flush being written: still buffered, not in the processor
+        self.pausing = 0  # agents holding consumption (see _pause)
         self.app = self._build_app()
         metrics.STATE.source = self
 
@@ -143,7 +144,7 @@ class Worker:
         serving flushes, the API and /metrics.
         """
         backoff = 0.5
-        metrics.PAUSED.set(1)
+        self._pause(+1)
         log.warning("pausing consumption: a batch of %s/%d needs the sink", name, batch.tp.partition,
                     extra={"event": "consumption_paused"})
         while True:
@@ -156,7 +157,7 @@ class Worker:
                 break
             except Exception as again:
                 exc = again
-        metrics.PAUSED.set(0)
+        self._pause(-1)
         log.info("resuming consumption: the batch of %s/%d is applied", name, batch.tp.partition,
                  extra={"event": "consumption_resumed"})
 
@@ -249,6 +250,12 @@ class Worker:
 
     # -- flushing and backpressure ---------------------------------------------------------------
 
+    def _pause(self, step: int) -> None:
+        """Count the agents holding consumption (one per topic may wait at once, for either reason): the
+        gauge says paused until the last of them goes on."""
+        self.pausing += step
+        metrics.PAUSED.set(int(self.pausing > 0))
+
     @property
     def buffered_rows(self) -> int:
         """Rows waiting for the sink: in the processor, plus those of a flush being written."""
@@ -256,14 +263,14 @@ class Worker:
 
     async def _wait_for_sink(self, limit: int) -> None:
         """Hold the agent (and so the fetcher) while the sink is behind; never drop rows."""
-        metrics.PAUSED.set(1)
+        self._pause(+1)
         log.warning("sink is behind: %d rows buffered, pausing consumption", self.buffered_rows,
                     extra={"event": "consumption_paused", "sink_buffered_rows": self.buffered_rows})
         # Rows of a flush being written count too: a flush hanging on a dead sink must not let the
         # buffer refill behind it (it would come back to twice the limit when the flush fails).
         while self.buffered_rows >= limit:
             await asyncio.sleep(0.1)
-        metrics.PAUSED.set(0)
+        self._pause(-1)
         log.info("sink caught up, resuming consumption", extra={"event": "consumption_resumed"})
 
     async def _flush_loop(self) -> None:
