@@ -32,7 +32,7 @@ COPY --from=build /wheels /tmp/wheels
 RUN pip install --constraint /tmp/constraints.txt /tmp/wheels/streamproc-*.whl \
  && rm -rf /tmp/wheels /tmp/constraints.txt \
  && streamproc --help > /dev/null \
- && python -c "import streamproc.topics, streamproc.sink.base"
+ && python -c "import streamproc.runtime.topics, streamproc.store.base"
 
 USER streamproc
 WORKDIR /data

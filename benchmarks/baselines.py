@@ -59,7 +59,7 @@ def aggregator(window_ms: int) -> Handler:
         n = 0
         for rec in records:
             value = rec.value or b""
-            lines = value.split(b"\n") if b"\n" in value else (value,)  # a pack (streamproc.pack): JSON lines
+            lines = value.split(b"\n") if b"\n" in value else (value,)  # a pack (streamproc.ingest.pack): JSON lines
             for line in lines:
                 n += 1
                 try:

@@ -23,7 +23,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 HEADROOM = 0.5  # plan each worker at half its measured maximum
-SHARES = {"live.views": 0.60, "live.likes": 0.32, "live.orders": 0.08}  # the generator's mix (generate.py)
+SHARES = {"live.views": 0.60, "live.likes": 0.32, "live.orders": 0.08}  # the generator's mix (sim/generate.py)
 VIEWER_ROWS_PER_EVENT = 0.30  # a viewer row per distinct enter per window: at most the enters, half the views
 ORDER_ROWS_PER_EVENT = 0.08
 OPEN_WINDOWS_PER_ROOM_TOPIC = 4  # 10 s windows stay open until the watermark passes end + 30 s lateness

@@ -6,7 +6,7 @@ the project's recorded-log format, so ``demo.reconcile`` can check a run against
 
 Filling goes around ``produce.publish``: that path awaits every send, which caps it at a few ten
 thousand records/s, while here whole per-partition record batches are built and sent, so filling a
-topic costs seconds, not the run's budget. Packed messages are built by ``streamproc.pack``, the format
+topic costs seconds, not the run's budget. Packed messages are built by ``streamproc.ingest.pack``, the format
 producers use. Keys are partitioned with murmur2, as every Kafka client does, so a streamer's events
 land where a live producer would put them.
 """
@@ -23,11 +23,11 @@ from typing import Iterable, Iterator
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from streamproc.generate import generate
-from streamproc.logfile import LogRecord, read_log, write_log
-from streamproc.pack import pack_records
+from streamproc.logs.logfile import LogRecord, read_log, write_log
+from streamproc.logs.packs import pack_records
+from streamproc.runtime.topics import EVENT_TOPICS, partitions_of
 from streamproc.settings import Settings
-from streamproc.topics import EVENT_TOPICS, partitions_of
+from streamproc.sim.generate import generate
 
 WORK_DIR = Path(__file__).resolve().parent / ".work"
 BATCH_BYTES = 1 << 20

@@ -22,11 +22,11 @@ import tracemalloc
 from collections import namedtuple
 from typing import Any
 
-from streamproc.events import Order
-from streamproc.generate import generate
-from streamproc.processor import Processor
+from streamproc.core.state import PartitionState
+from streamproc.ingest.events import Order
+from streamproc.runtime.processor import Processor
 from streamproc.settings import Settings
-from streamproc.state import PartitionState
+from streamproc.sim.generate import generate
 
 Rec = namedtuple("Rec", "offset key value timestamp")
 
@@ -98,7 +98,7 @@ def id_bytes(n: int = 200_000) -> float:
 
 def sink_cost(n: int = 200_000) -> float:
     """Seconds per id row inserted into chDB (the persistence exact restore would need)."""
-    from streamproc.sink.chdb import ChdbSink
+    from streamproc.store.chdb import ChdbSink
 
     with tempfile.TemporaryDirectory() as d:
         sink = ChdbSink(d, "bench")

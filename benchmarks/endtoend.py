@@ -21,12 +21,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamproc.broker import free_port
-from streamproc.logfile import LogRecord
-from streamproc.produce import publish
+from streamproc.logs.logfile import LogRecord
+from streamproc.logs.produce import publish
+from streamproc.runtime.broker import free_port
+from streamproc.runtime.kafka import read_topic
+from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS, create_topics, partitions_of
 from streamproc.settings import Settings
-from streamproc.stack import Stack, WorkerProcess, event_partitions, flushed_offsets, read_topic
-from streamproc.topics import DEADLETTER, EVENT_TOPICS, create_topics, partitions_of
+from streamproc.verify.stack import Stack, WorkerProcess, event_partitions, flushed_offsets
 
 from .corpus import Filled, fill, restamped, retimed
 from .procstat import cpu_seconds, peak_rss_bytes
@@ -170,7 +171,7 @@ def scale_out(base: Settings, n_workers: int, records: list[LogRecord], log_path
     produced as fast as the broker takes them and the clock runs until all are flushed. The reconcile
     compares everything the shared sink holds, and the dead letters, with the SQL oracle of the log.
     """
-    from streamproc.demo import reconcile
+    from streamproc.verify.demo import reconcile
 
     name = f"scale{n_workers}"
     settings = run_settings(base, work, name, kafka_bootstrap="", topic_prefix="", embedded_broker_port=free_port())

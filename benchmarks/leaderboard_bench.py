@@ -28,9 +28,10 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamproc import queries, rollup  # noqa: E402
-from streamproc.query_params import METRICS, parse  # noqa: E402
-from streamproc.sink.chdb import ChdbSink  # noqa: E402
+from streamproc import rollup  # noqa: E402
+from streamproc.boards import queries
+from streamproc.boards.params import METRICS, parse  # noqa: E402
+from streamproc.store.chdb import ChdbSink  # noqa: E402
 
 DAY0 = 1_794_326_400_000  # 2026-11-11 00:00 Asia/Shanghai
 

@@ -11,21 +11,20 @@ allocates is all there is to count; it prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import gc
+import json
 import os
+import sys
 
 from aiokafka.partitioner import murmur2
 
-from streamproc.events import Rejection, decode
-from streamproc.logfile import read_log
+from streamproc.core.state import PartitionState, Rules
+from streamproc.ingest.events import Rejection, decode
+from streamproc.logs.logfile import read_log
+from streamproc.runtime.topics import EVENT_TOPICS, partitions_of
 from streamproc.settings import Settings
-from streamproc.state import PartitionState, Rules
-from streamproc.topics import EVENT_TOPICS, partitions_of
 
 from .procstat import rss_bytes
-
 
 FLUSH_EVERY = 20_000  # events between "flushes"; at the worker's rates, about one flush interval
 

@@ -35,11 +35,11 @@ from typing import Any, Iterator
 
 import aiohttp
 
-from streamproc.logfile import LogRecord
-from streamproc.produce import PublishResult, publish
+from streamproc.logs.logfile import LogRecord
+from streamproc.logs.produce import PublishResult, publish
+from streamproc.runtime.topics import create_topics
 from streamproc.settings import Settings
-from streamproc.stack import WorkerProcess
-from streamproc.topics import create_topics
+from streamproc.verify.stack import WorkerProcess
 
 from .corpus import restamped, retimed
 from .endtoend import STOP_S, _get, _histogram_quantiles, _metric, _q, run_settings, wait_assigned

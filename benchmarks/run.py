@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from streamproc.broker import EmbeddedBroker, free_port
-from streamproc.logfile import write_log
+from streamproc.logs.logfile import write_log
+from streamproc.runtime.broker import EmbeddedBroker, free_port
+from streamproc.runtime.topics import EVENT_TOPICS, create_topics
 from streamproc.settings import Settings
-from streamproc.topics import EVENT_TOPICS, create_topics
 
 from .corpus import WORK_DIR, Filled, corpus_log, fill, fill_packed, load, spread
 from .endtoend import Measured, freshness, scale_out, single_worker

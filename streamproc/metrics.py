@@ -26,9 +26,9 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from . import __version__
-from .events import REASONS, TOPIC_OF_TYPE
-from .state import ORDER_COLUMNS, TALLY_COLUMNS, Snapshot
+from streamproc import __version__
+from streamproc.core.state import ORDER_COLUMNS, TALLY_COLUMNS, Snapshot
+from streamproc.ingest.events import REASONS, TOPIC_OF_TYPE
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 disable_created_metrics()  # a `_created` twin of every counter doubles the series and no rule reads it

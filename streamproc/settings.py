@@ -12,8 +12,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from .query_params import DEFAULT_MIN_AUDIENCE
-
 PREFIX = "STREAMPROC_"
 
 
@@ -54,7 +52,7 @@ class Settings:
     sink_retry_max_s: float = field(default=10.0, metadata={"help": "cap of the exponential backoff between sink retries"})
     # leaderboards
     rollup_interval_s: float = field(default=2.0, metadata={"help": "seconds between rollup runs (10 s -> 1 min -> 1 h) in the worker; 0: none"})
-    conversion_min_viewers: int = field(default=DEFAULT_MIN_AUDIENCE, metadata={"help": "unique viewers a room needs before its conversion is shown and ranked"})
+    conversion_min_viewers: int = field(default=10, metadata={"help": "unique viewers a room needs before its conversion is shown and ranked"})
     leaderboard_boards: str = field(default="gmv:today:10", metadata={"help": "boards whose changes go to live.leaderboard.changes: metric:window:N[:place=value],..."})
     leaderboard_changes_interval_s: float = field(default=2.0, metadata={"help": "seconds between evaluations of the watched boards; 0: none"})
     # worker process
@@ -65,8 +63,6 @@ class Settings:
     web_token: str = field(default="", metadata={"help": "bearer token the web API requires (or STREAMPROC_WEB_TOKEN_FILE); empty: none", "secret": True})
     log_level: str = field(default="info", metadata={"help": "log level"})
     log_format: str = field(default="text", metadata={"help": "text, or json: one object per line, fields named like the metrics"})
-    # fault injection, for tests only
-    fault_crash_before_checkpoint: int = field(default=0, metadata={"help": "TEST ONLY: exit(137) on the N-th flush after its window rows, before its checkpoint"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

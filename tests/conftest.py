@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.broker import free_port
+from streamproc.runtime.broker import free_port
 from streamproc.settings import Settings
 
 

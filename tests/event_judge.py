@@ -1,6 +1,6 @@
 """An independent judge of the event contract, for the property tests and the fuzz harness.
 
-It shares no parsing code with ``streamproc.events``: the bytes are read by Python's own ``json``
+It shares no parsing code with ``streamproc.ingest.events``: the bytes are read by Python's own ``json``
 module (strictly: no NaN/Infinity, no BOM, no lone surrogates), and the shape is checked against the
 published JSON Schemas in ``schemas/events`` with ``jsonschema``, plus what JSON Schema (as the
 ``jsonschema`` package evaluates it) cannot say: an integer must be written as an integer literal (12.0

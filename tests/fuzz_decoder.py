@@ -13,11 +13,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from streamproc.deadletter import make_record, original_value
-    from streamproc.events import REASONS, Rejection, decode
+    from streamproc.ingest.deadletter import make_record, original_value
+    from streamproc.ingest.events import REASONS, Rejection, decode
 
 import orjson  # noqa: E402
-
 from event_judge import MAX_BYTES, MAX_FUTURE, TOPICS, TS, conforms  # noqa: E402
 
 

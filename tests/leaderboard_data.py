@@ -17,8 +17,9 @@ from typing import Any, Iterable
 
 import orjson
 
-from streamproc.generate import Streamer, build_streamers
-from streamproc.logfile import LogRecord
+from streamproc.boards.dimension import Streamer
+from streamproc.logs.logfile import LogRecord
+from streamproc.sim.generate import build_streamers
 
 SH = timezone(timedelta(hours=8))
 START_MS = int(datetime(2026, 11, 11, 22, 30, tzinfo=SH).timestamp() * 1000)
@@ -242,11 +243,11 @@ def drive(sink: Any, settings: Any, streamers: list[Streamer], records: list[Log
     import zlib
     from collections import namedtuple
 
-    from streamproc import rollup, streamers_dim
-    from streamproc.processor import Processor
+    from streamproc.boards import dimension, rollup
+    from streamproc.runtime.processor import Processor
 
     Rec = namedtuple("Rec", "offset key value timestamp")
-    sink.insert("streamers", streamers_dim.COLUMNS, [astuple(s) for s in streamers])
+    sink.insert("streamers", dimension.COLUMNS, [astuple(s) for s in streamers])
     proc = Processor(settings, sink)
     proc.assign([(t, p) for t in TOPIC.values() for p in range(partitions)])
     offsets: dict[tuple[str, int], int] = {}
@@ -287,8 +288,8 @@ def publish_and_settle(stack: Any, worker: Any, records: list[LogRecord], timeou
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from streamproc.produce import publish
-    from streamproc.stack import wait_flushed
+    from streamproc.logs.produce import publish
+    from streamproc.verify.stack import wait_flushed
 
     with ThreadPoolExecutor(1) as pool:  # its own thread: the caller may be running an event loop (Playwright)
         sent = pool.submit(lambda: asyncio.run(publish(records, stack.settings))).result()
@@ -302,8 +303,8 @@ def publish_and_settle(stack: Any, worker: Any, records: list[LogRecord], timeou
 
 def start_worker(stack: Any, tmp: Any, streamers: list[Streamer], **overrides: Any) -> Any:
     """A worker of ``stack`` that loads ``streamers`` at start, once it owns every event partition."""
-    from streamproc.generate import streamers_to_jsonl
-    from streamproc.stack import event_partitions
+    from streamproc.boards.dimension import streamers_to_jsonl
+    from streamproc.verify.stack import event_partitions
 
     path = tmp / "streamers.jsonl"
     streamers_to_jsonl(streamers, path)

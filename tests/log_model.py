@@ -1,6 +1,6 @@
 """The truth at 10 s resolution from an event log, in plain Python: the input of ``board_oracle``.
 
-Independent of the worker (``state.py``) and of the SQL oracle (``oracle.py``): it reads valid event
+Independent of the worker (``core/state.py``) and of the SQL oracle (``verify/oracle.py``): it reads valid event
 dicts in log order and applies the contract as written, rule by rule:
 
 * an event's topic is that of its type; the watermark of (topic, streamer) is the highest ``ts`` of the
@@ -20,9 +20,10 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from leaderboard_data import TOPIC
-from streamproc.board_oracle import DIM, Truth
-from streamproc.generate import Streamer
-from streamproc.oracle import COLUMNS
+
+from streamproc.boards.dimension import Streamer
+from streamproc.verify.board_oracle import DIM, Truth
+from streamproc.verify.oracle import COLUMNS
 
 
 def truth_from_events(events: list[dict[str, Any]], dim: Iterable[Streamer], *, lateness_ms: int = 30_000,

@@ -12,20 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from leaderboard_data import (METRICS, START_MS, Oracle, Totals, build_log, get_json, publish_and_settle,
-                              start_worker)
+from leaderboard_data import METRICS, START_MS, Oracle, Totals, build_log, get_json, publish_and_settle, start_worker
 from sockets import listening_hosts
-from streamproc.api_spec import ENDPOINTS
+
 from streamproc.settings import Settings
-from streamproc.stack import Stack
+from streamproc.verify.stack import Stack
+from streamproc.web.openapi import ENDPOINTS
 
 MID = START_MS + 97 * 60_000 + 20_000
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from streamproc.broker import free_port
+    from streamproc.runtime.broker import free_port
 
     tmp: Path = tmp_path_factory.mktemp("api")
     settings = Settings.from_env(env={}, data_dir=str(tmp / "data"), embedded_broker_port=free_port(),

@@ -16,16 +16,19 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
-from hypothesis import event, given, settings as hsettings, strategies as st
-
+from hypothesis import event, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from leaderboard_data import SH, TOPIC, build_log, drive, process_into
 from log_model import truth_from_events
-from streamproc import rollup
-from streamproc.board_oracle import HOUR_MS, MINUTE_MS, check_store
-from streamproc.generate import Streamer, build_streamers
-from streamproc.logfile import LogRecord
+
+from streamproc.boards import rollup
+from streamproc.boards.dimension import Streamer
+from streamproc.logs.logfile import LogRecord
 from streamproc.settings import Settings
-from streamproc.sink.chdb import ChdbSink
+from streamproc.sim.generate import build_streamers
+from streamproc.store.chdb import ChdbSink
+from streamproc.verify.board_oracle import HOUR_MS, MINUTE_MS, check_store
 
 MIN_AUDIENCE = 3  # small logs: some conversions shown, some under the minimum
 MIDNIGHT = int(datetime(2026, 11, 12, tzinfo=SH).timestamp() * 1000)  # Asia/Shanghai midnight, an hour edge

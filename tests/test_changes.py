@@ -8,15 +8,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from leaderboard_data import START_MS, get_json, publish_and_settle, start_worker
-from streamproc.chaos import metric_values, wait_for
-from streamproc.generate import build_streamers
-from streamproc.leaderboard_changes import TOPIC, BoardWatch, parse_boards
-from streamproc.logfile import LogRecord
-from streamproc.query_params import BadParameter
+
+from streamproc.boards.changes import TOPIC, BoardWatch, parse_boards
+from streamproc.boards.params import BadParameter
+from streamproc.logs.logfile import LogRecord
+from streamproc.runtime.kafka import read_topic
 from streamproc.settings import Settings
-from streamproc.stack import Stack, WorkerProcess, read_topic
+from streamproc.sim.generate import build_streamers
+from streamproc.verify.chaos import metric_values, wait_for
+from streamproc.verify.stack import Stack, WorkerProcess
 
 
 def kinds(changes) -> list[tuple]:

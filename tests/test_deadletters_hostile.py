@@ -25,21 +25,28 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from streamproc import metrics
-from streamproc.deadletter import (RECORD_MAX_BYTES, VALUE_PREFIX_BYTES, Truncated, make_record, original_key,
-                                   original_value, source_unit)
-from streamproc.demo import reconcile
-from streamproc.events import Rejection
-from streamproc.generate import generate
-from streamproc.kafka import client_kwargs
-from streamproc.logfile import LogRecord, write_log
-from streamproc.pack import pack_records, unpack_records
-from streamproc.processor import Processor
-from streamproc.produce import publish
-from streamproc.redrive import exact_bytes, fetch_sources, redrive, source_coords
+from streamproc.ingest.deadletter import (
+    RECORD_MAX_BYTES,
+    VALUE_PREFIX_BYTES,
+    Truncated,
+    make_record,
+    original_key,
+    original_value,
+    source_unit,
+)
+from streamproc.ingest.events import Rejection
+from streamproc.logs.logfile import LogRecord, write_log
+from streamproc.logs.packs import pack_records, unpack_records
+from streamproc.logs.produce import publish
+from streamproc.logs.redrive import exact_bytes, fetch_sources, redrive, source_coords
+from streamproc.runtime.kafka import client_kwargs, read_topic
+from streamproc.runtime.processor import Processor
+from streamproc.runtime.worker import Worker
 from streamproc.settings import Settings
-from streamproc.sink.chdb import ChdbSink
-from streamproc.stack import Stack, event_partitions, read_topic, wait_flushed
-from streamproc.worker import Worker
+from streamproc.sim.generate import generate
+from streamproc.store.chdb import ChdbSink
+from streamproc.verify.demo import reconcile
+from streamproc.verify.stack import Stack, event_partitions, wait_flushed
 
 Rec = namedtuple("Rec", "offset key value timestamp")  # the fields of an aiokafka ConsumerRecord the processor reads
 NOW = int(time.time() * 1000) - 20_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streamproc.events import Like, Order, Rejection, View, decode
+from streamproc.ingest.events import Like, Order, Rejection, View, decode
 
 TS = 1_763_900_000_000
 

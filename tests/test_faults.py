@@ -20,16 +20,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamproc.broker import EmbeddedBroker, free_port
-from streamproc.chaos import Feeder, consumed, frozen, kill_and_restart, metric_values, sink_outage, wait_for
-from streamproc.demo import reconcile
-from streamproc.generate import generate
-from streamproc.logfile import LogRecord, read_log, write_log
-from streamproc.oracle import COLUMNS, RuleSet, expected_reasons, expected_tallies
+from streamproc.logs.logfile import LogRecord, read_log, write_log
+from streamproc.runtime.broker import EmbeddedBroker, free_port
+from streamproc.runtime.topics import create_topics
 from streamproc.settings import Settings
-from streamproc.sink import open_sink
-from streamproc.stack import Stack, WorkerProcess, event_partitions, wait_flushed
-from streamproc.topics import create_topics
+from streamproc.sim.generate import generate
+from streamproc.store import open_sink
+from streamproc.verify.chaos import Feeder, consumed, frozen, kill_and_restart, metric_values, sink_outage, wait_for
+from streamproc.verify.demo import reconcile
+from streamproc.verify.oracle import COLUMNS, RuleSet, expected_reasons, expected_tallies
+from streamproc.verify.stack import Stack, WorkerProcess, event_partitions, wait_flushed
 
 
 def make_log(path: Path, n: int, seed: int) -> Path:
@@ -233,7 +233,7 @@ def test_duplicate_reordered_replay_and_lying_clocks_then_exact(settings: Settin
         worker.stop()
     summary = exact(settings, log)
 
-    from streamproc.sink.chdb import ChdbSink
+    from streamproc.store.chdb import ChdbSink
 
     sink = ChdbSink(settings.chdb_path, settings.clickhouse_database)
     try:
@@ -271,10 +271,10 @@ def test_a_window_reopened_while_the_sink_is_down_is_retried_whole_and_drops_not
     snapshotted, and the retry resumes at the first unit not applied, counting each event once."""
     from collections import namedtuple
 
-    from streamproc.pack import pack_records
-    from streamproc.processor import Processor
-    from streamproc.stack import ClickHouseServerProcess
-    from streamproc.state import EVENTS, LIKES
+    from streamproc.core.state import EVENTS, LIKES
+    from streamproc.logs.packs import pack_records
+    from streamproc.runtime.processor import Processor
+    from streamproc.verify.stack import ClickHouseServerProcess
 
     rec = namedtuple("rec", "offset key value timestamp")
     ts = int(time.time() * 1000) - 20_000

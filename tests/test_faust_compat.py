@@ -1,4 +1,4 @@
-"""The contract of ``streamproc.faust_compat`` with the pinned faust-streaming and aiokafka.
+"""The contract of ``streamproc.runtime.faust_compat`` with the pinned faust-streaming and aiokafka.
 
 Every private name the project uses lives in that module; this test checks that each one exists on the
 installed versions and that the batch fetch loop behaves as the worker relies on: whole batches per
@@ -19,14 +19,14 @@ import faust
 import pytest
 from faust.types import TP
 
-from streamproc.faust_compat import PINNED, PRIVATE_NAMES, App, Batch, BatchConsumer, add_middleware
+from streamproc.runtime.faust_compat import PINNED, PRIVATE_NAMES, App, Batch, BatchConsumer, add_middleware
 
 Record = namedtuple("Record", "offset key value timestamp")
 A, B = TP("live.likes", 0), TP("live.likes", 1)
 
 
 def test_the_installed_versions_are_the_pinned_ones() -> None:
-    # an upgrade must come with a look at faust_compat.py: this is where it is asked for
+    # an upgrade must come with a look at runtime/faust_compat.py: this is where it is asked for
     assert (faust.__version__, aiokafka.__version__) == (PINNED["faust"], PINNED["aiokafka"])
 
 

@@ -26,17 +26,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streamproc import oracle
-from streamproc.broker import EmbeddedBroker
-from streamproc.deadletter import original_value
-from streamproc.events import Order, Rejection, decode
-from streamproc.kafka import client_kwargs
-from streamproc.logfile import LogRecord, write_log
-from streamproc.processor import Processor
+from streamproc.ingest.deadletter import original_value
+from streamproc.ingest.events import Order, Rejection, decode
+from streamproc.logs.logfile import LogRecord, write_log
+from streamproc.runtime.broker import EmbeddedBroker
+from streamproc.runtime.kafka import client_kwargs, read_topic
+from streamproc.runtime.processor import Processor
+from streamproc.runtime.topics import EVENT_TOPICS, load_specs
 from streamproc.settings import Settings
-from streamproc.sink.chdb import ChdbSink
-from streamproc.stack import read_topic
-from streamproc.topics import EVENT_TOPICS, load_specs
+from streamproc.store.chdb import ChdbSink
+from streamproc.verify import oracle
 
 TEN_YEARS_MS = 10 * 365 * 86_400_000
 MAX_FUTURE = 300_000  # Settings.max_future_ms

@@ -18,14 +18,16 @@ from typing import Any, NamedTuple
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
-
 from event_judge import MAX_BYTES, MAX_FUTURE, TOPICS, TS, conforms
-from streamproc.deadletter import original_key, original_value
-from streamproc.events import REASONS, Rejection, decode
-from streamproc.processor import Processor
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from streamproc.core.state import EVENTS, PartitionState
+from streamproc.ingest.deadletter import original_key, original_value
+from streamproc.ingest.events import REASONS, Rejection, decode
+from streamproc.runtime.processor import Processor
 from streamproc.settings import Settings
-from streamproc.state import EVENTS, PartitionState
 
 HERE = Path(__file__).resolve().parent
 

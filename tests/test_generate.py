@@ -18,8 +18,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamproc.events import Like, Order, Rejection, View, decode
-from streamproc.generate import (
+from streamproc.boards.dimension import Streamer, streamers_to_jsonl
+from streamproc.ingest.events import Like, Order, Rejection, View, decode
+from streamproc.logs.logfile import read_log, write_log
+from streamproc.sim.generate import (
     DEFAULT_START_MS,
     DUP_WINDOW_MS,
     LABEL_DUPLICATE,
@@ -27,13 +29,10 @@ from streamproc.generate import (
     LABEL_LATE_ORDER,
     LABEL_VALID,
     MALFORMED_REASONS,
-    Streamer,
     build_streamers,
     generate,
     generate_labeled,
-    streamers_to_jsonl,
 )
-from streamproc.logfile import read_log, write_log
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENESS = 30_000
@@ -85,7 +84,7 @@ def test_same_bytes_in_a_fresh_interpreter_whatever_the_hash_seed():
     """No set/hash ordering leaks into the output: other processes reproduce it byte for byte."""
     here = _digest(generate(20_000, seed=3))
     code = (
-        "import hashlib;from streamproc.generate import generate\n"
+        "import hashlib;from streamproc.sim.generate import generate\n"
         "h=hashlib.sha256()\n"
         "for r in generate(20_000, seed=3):\n"
         "    h.update(f'{r.topic}|{r.key!r}|{r.ts}|{len(r.value)}|'.encode()); h.update(r.value)\n"

@@ -2,7 +2,7 @@
 
 Ids go the whole way: ``events.decode`` (ingest) -> the processor -> a real chDB store ->
 ``queries.streamer`` (what ``/api/streamer/{id}`` answers), and the API's parser
-(``query_params.parse``, which ``web.py`` also runs on the path parameter) accepts exactly the ids
+(``query_params.parse``, which ``web/server.py`` also runs on the path parameter) accepts exactly the ids
 ingest accepts. The oracle's RE2 statement of the rule is held to Python's on every code point.
 """
 
@@ -18,15 +18,18 @@ from typing import Any, Iterator
 
 import orjson
 import pytest
-from hypothesis import example, given, settings as hsettings, strategies as st
+from hypothesis import example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from streamproc import oracle, queries
-from streamproc.events import Rejection, decode
-from streamproc.ids import ID_MAX_LEN, is_streamer_id
-from streamproc.processor import Processor
-from streamproc.query_params import BadParameter, TimeSpec, parse
+from streamproc.boards import queries
+from streamproc.boards.params import BadParameter, TimeSpec, parse
+from streamproc.ingest.events import Rejection, decode
+from streamproc.ingest.ids import ID_MAX_LEN, is_streamer_id
+from streamproc.runtime.processor import Processor
 from streamproc.settings import Settings
-from streamproc.sink.chdb import ChdbSink
+from streamproc.store.chdb import ChdbSink
+from streamproc.verify import oracle
 
 NOON = int(datetime(2026, 11, 11, 12, tzinfo=timezone(timedelta(hours=8))).timestamp() * 1000)
 Rec = namedtuple("Rec", "offset key value timestamp")  # what the processor reads of a Kafka record
@@ -59,7 +62,7 @@ def ingest_accepts(sid: str) -> bool:
 
 def api_accepts(sid: str) -> bool:
     try:
-        req = parse({"streamer_id": sid}, ("streamer_id",))  # as web.py checks /api/streamer/{streamer_id}
+        req = parse({"streamer_id": sid}, ("streamer_id",))  # as web/server.py checks /api/streamer/{streamer_id}
     except BadParameter as exc:
         assert exc.name == "streamer_id"
         return False
@@ -158,7 +161,7 @@ def _re2_accepts(store: Store, prefix: str) -> set[int]:
 
 def test_the_oracle_states_the_same_rule_on_every_code_point(store: Store) -> None:
     """Where RE2 and Python disagree, it is only on characters this Python's Unicode tables do not
-    know yet (RE2's are newer): the worker refuses those, the oracle accepts them (oracle.py says so)."""
+    know yet (RE2's are newer): the worker refuses those, the oracle accepts them (verify/oracle.py says so)."""
     allowed = {n for n in range(0x110000) if not 0xD800 <= n <= 0xDFFF and is_streamer_id("a" + chr(n))}
     naming = {n for n in allowed if is_streamer_id(chr(n))}  # a character that is an id on its own
     for python, re2 in ((allowed, _re2_accepts(store, "a")), (naming, _re2_accepts(store, ""))):

@@ -19,11 +19,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamproc import events
-from streamproc.importers import ImportFailed, import_file
-from streamproc.importers import core as import_core
-from streamproc.importers.taobao import price_fen
-from streamproc.logfile import LogRecord, read_log
+from streamproc.ingest import events
+from streamproc.logs.importers import ImportFailed, import_file
+from streamproc.logs.importers import core as import_core
+from streamproc.logs.importers.taobao import price_fen
+from streamproc.logs.logfile import LogRecord, read_log
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def test_imported_logs_run_through_the_demo_and_match_the_oracle(tmp_path: Path)
             for rec in read_log(p):
                 f.write(import_core.encode_line(rec))
     n = sum(1 for _ in read_log(log))
-    from streamproc.broker import free_port
+    from streamproc.runtime.broker import free_port
 
     env = {**os.environ, "STREAMPROC_DATA_DIR": str(tmp_path / "data"),
            "STREAMPROC_EMBEDDED_BROKER_PORT": str(free_port()), "STREAMPROC_WEB_PORT": str(free_port()),

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from leaderboard_data import Oracle, build_log, get_json, publish_and_settle, start_worker
-from streamproc.broker import free_port
+
+from streamproc.runtime.broker import free_port
 from streamproc.settings import Settings
-from streamproc.stack import Stack
+from streamproc.verify.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
         "from leaderboard_data import build_log, process_into\n"
-        "from streamproc import rollup\nfrom streamproc.settings import Settings\nfrom streamproc.sink import open_sink\n"
+        "from streamproc import rollup\nfrom streamproc.settings import Settings\nfrom streamproc.store import open_sink\n"
         f"s = Settings.from_env(env={{}}, data_dir={str(data)!r}); sink = open_sink(s); sink.apply_schema()\n"
         "process_into(sink, build_log(), s); rollup.run_once(sink); sink.close()\n"
     )
@@ -130,7 +130,7 @@ def holding(data_dir: Path, info: dict[str, Any] | None = None) -> Iterator[subp
     """A process that opens the embedded store under ``data_dir`` (publishing ``info``, as a worker
     publishes its web address) and keeps it until it is killed."""
     code = (
-        "import sys\nfrom streamproc.sink.chdb import ChdbSink\n"
+        "import sys\nfrom streamproc.store.chdb import ChdbSink\n"
         f"sink = ChdbSink({str(data_dir / 'clickhouse')!r})\n"
         + (f"sink.announce({info!r})\n" if info else "")
         + "print('holding', flush=True)\nsys.stdin.read()\n"
@@ -180,7 +180,7 @@ def test_no_data_is_said_and_reading_creates_no_store(tmp_path: Path) -> None:
 def try_open(data_dir: Path) -> str:
     """Open the store in another process: ``busy <pid>`` (StoreBusy, chDB untouched) or ``opened``."""
     code = (
-        "from streamproc.sink.chdb import ChdbSink\nfrom streamproc.store_lock import StoreBusy\n"
+        "from streamproc.store.chdb import ChdbSink\nfrom streamproc.store.lock import StoreBusy\n"
         f"try:\n    ChdbSink({str(data_dir / 'clickhouse')!r}).close()\n"
         "except StoreBusy as exc:\n    print('busy', exc.holder['pid'])\nelse:\n    print('opened')\n"
     )

@@ -9,14 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
-
+from hypothesis import given
+from hypothesis import strategies as st
 from leaderboard_data import METRICS, START_MS, Log, Oracle, Totals, build_log, process_into
-from streamproc import queries, rollup
+
+from streamproc.boards import queries, rollup
+from streamproc.boards.params import BadParameter, parse
 from streamproc.metrics import REGISTRY
-from streamproc.query_params import BadParameter, parse
 from streamproc.settings import Settings
-from streamproc.sink.chdb import ChdbSink
+from streamproc.store.chdb import ChdbSink
 
 WINDOWS = ("1m", "5m", "1h", "today")
 MID = START_MS + 97 * 60_000 + 20_000  # mid-broadcast for many rooms: audiences are not zero

@@ -18,11 +18,11 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from streamproc import __version__, metrics
-from streamproc.generate import LABEL_LATE, MALFORMED_REASONS, generate_labeled
-from streamproc.processor import Processor
+from streamproc.core.state import PartitionState
+from streamproc.core.windows import WINDOW_MS, window_start
+from streamproc.runtime.processor import Processor
 from streamproc.settings import Settings
-from streamproc.state import PartitionState
-from streamproc.windows import WINDOW_MS, window_start
+from streamproc.sim.generate import LABEL_LATE, MALFORMED_REASONS, generate_labeled
 
 START_MS = 1_763_900_000_000
 # Label names that would make one series per streamer, viewer, order or event.
@@ -143,7 +143,7 @@ def test_json_logs_are_one_object_per_line_with_metric_names() -> None:
 import logging
 from streamproc.logging_setup import configure
 configure("info", "json")
-log = logging.getLogger("streamproc.worker")
+log = logging.getLogger("streamproc.runtime.worker")
 log.info("flush", extra={"event": "flush", "flush_rows": 42, "flush_duration_seconds": 0.0125})
 logging.getLogger("faust.app").warning("a library's own line")
 try:
@@ -158,12 +158,12 @@ log.debug("below the level")
     assert [r["message"] for r in lines] == ["flush", "a library's own line", "flush failed"]
     flush = lines[0]
     assert flush["event"] == "flush" and flush["flush_rows"] == 42 and flush["flush_duration_seconds"] == 0.0125
-    assert flush["level"] == "info" and flush["logger"] == "streamproc.worker" and flush["ts"].endswith("+00:00")
+    assert flush["level"] == "info" and flush["logger"] == "streamproc.runtime.worker" and flush["ts"].endswith("+00:00")
     assert lines[1]["logger"] == "faust.app" and lines[1]["level"] == "warning"
     assert "ZeroDivisionError" in lines[2]["exc_info"] and lines[2]["event"] == "flush_failed"
 
 
 def test_an_unknown_log_format_is_refused_by_name() -> None:
-    res = run_python("from streamproc.cli import main; main(['schema', 'apply'])", "STREAMPROC_LOG_FORMAT=xml")
+    res = run_python("from streamproc.cli.main import main; main(['schema', 'apply'])", "STREAMPROC_LOG_FORMAT=xml")
     assert res.returncode != 0
     assert "STREAMPROC_LOG_FORMAT='xml'" in res.stderr and "text, json" in res.stderr

@@ -18,8 +18,9 @@ from pathlib import Path
 import chdb
 import pytest
 
-from streamproc import events, oracle
-from streamproc.logfile import LogRecord, write_log
+from streamproc.ingest import events
+from streamproc.logs.logfile import LogRecord, write_log
+from streamproc.verify import oracle
 
 SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "clickhouse" / "001_core.sql"
 

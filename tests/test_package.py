@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from streamproc.broker import free_port
+from streamproc.runtime.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # The top-level directories that ship inside the wheel as streamproc/_data/<dir> (pyproject.toml).
@@ -42,7 +42,7 @@ def test_wheel_installed_non_editable_runs_the_demo(tmp_path: Path) -> None:
             inside = f"streamproc/_data/{path.relative_to(ROOT).as_posix()}"
             assert inside in names, inside
             assert z.read(inside) == path.read_bytes(), inside
-        assert "streamproc/static/index.html" in names
+        assert "streamproc/web/static/index.html" in names
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv], timeout=120)

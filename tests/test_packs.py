@@ -9,15 +9,16 @@ from pathlib import Path
 
 import orjson
 
-from streamproc.demo import reconcile
-from streamproc.generate import generate
-from streamproc.logfile import write_log
-from streamproc.pack import pack_records, unpack_records
-from streamproc.processor import Processor
-from streamproc.produce import publish
+from streamproc.core.state import LIKES, PartitionState
+from streamproc.logs.logfile import write_log
+from streamproc.logs.packs import pack_records, unpack_records
+from streamproc.logs.produce import publish
+from streamproc.runtime.kafka import read_topic
+from streamproc.runtime.processor import Processor
 from streamproc.settings import Settings
-from streamproc.stack import Stack, event_partitions, read_topic, wait_flushed
-from streamproc.state import LIKES, PartitionState
+from streamproc.sim.generate import generate
+from streamproc.verify.demo import reconcile
+from streamproc.verify.stack import Stack, event_partitions, wait_flushed
 
 Rec = namedtuple("Rec", "offset key value timestamp")  # the fields of an aiokafka ConsumerRecord used here
 T0 = 1_763_900_000_000

@@ -12,13 +12,13 @@ from typing import Any
 
 import orjson
 import pytest
+from leaderboard_data import START_MS, Oracle, build_log, get_json, publish_and_settle, start_worker
 from playwright.sync_api import Page, sync_playwright
 
-from leaderboard_data import START_MS, Oracle, build_log, get_json, publish_and_settle, start_worker
-from streamproc.broker import free_port
-from streamproc.logfile import LogRecord
+from streamproc.logs.logfile import LogRecord
+from streamproc.runtime.broker import free_port
 from streamproc.settings import Settings
-from streamproc.stack import Stack
+from streamproc.verify.stack import Stack
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

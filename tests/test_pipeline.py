@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from streamproc.chaos import Feeder, consumed, wait_for
-from streamproc.demo import reconcile, run_until_done
-from streamproc.generate import generate
-from streamproc.logfile import write_log
+from streamproc.logs.logfile import write_log
+from streamproc.runtime.broker import free_port
 from streamproc.settings import Settings
-from streamproc.stack import Stack, event_partitions, wait_flushed
-from streamproc.broker import free_port
+from streamproc.sim.generate import generate
+from streamproc.verify.chaos import Feeder, consumed, wait_for
+from streamproc.verify.demo import reconcile, run_until_done
+from streamproc.verify.stack import Stack, event_partitions, wait_flushed
 
 
 def test_100k_events_match_the_oracle_and_the_dead_letters_are_exactly_the_rejects(settings: Settings) -> None:
@@ -79,8 +79,8 @@ def test_two_workers_one_leaves_mid_stream_and_its_partitions_move(settings: Set
 def test_boards_are_exact_when_the_worker_dies_right_after_its_last_flush(settings: Settings, tmp_path: Path) -> None:
     """No final rollup pass: the worker is killed the moment its last flush landed. The minutes written
     since the last pass are then stale in tallies_1m; every board must read around them."""
-    from streamproc import queries
-    from streamproc.sink import open_sink
+    from streamproc.boards import queries
+    from streamproc.store import open_sink
 
     n = 30_000
     log = make_log(tmp_path, n, seed=13)

@@ -23,16 +23,16 @@ from typing import Any
 
 import yaml
 
-from streamproc.broker import free_port
-from streamproc.chaos import wait_for
-from streamproc.demo import reconcile
-from streamproc.generate import generate
-from streamproc.logfile import read_log, write_log
-from streamproc.oracle import RuleSet, expected_deadletters, expected_tallies
-from streamproc.produce import PublishResult, publish
+from streamproc.logs.logfile import read_log, write_log
+from streamproc.logs.produce import PublishResult, publish
+from streamproc.runtime.broker import free_port
 from streamproc.settings import Settings
-from streamproc.sink import open_sink
-from streamproc.stack import Stack, event_partitions, wait_flushed
+from streamproc.sim.generate import generate
+from streamproc.store import open_sink
+from streamproc.verify.chaos import wait_for
+from streamproc.verify.demo import reconcile
+from streamproc.verify.oracle import RuleSet, expected_deadletters, expected_tallies
+from streamproc.verify.stack import Stack, event_partitions, wait_flushed
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 SINK_ALERT = "StreamprocSinkFailing"

@@ -17,17 +17,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from leaderboard_data import START_MS, Oracle, build_log, publish_and_settle, start_worker
-from streamproc.broker import free_port
-from streamproc.chaos import Feeder, consumed, metric_values, wait_for
-from streamproc.generate import generate
-from streamproc.logfile import write_log
-from streamproc.read_gate import Busy, ReadGate
+
+from streamproc.logs.logfile import write_log
+from streamproc.runtime.broker import free_port
 from streamproc.settings import Settings
-from streamproc.sink.base import is_reading
-from streamproc.sink.chdb import WriterFirstLock
-from streamproc.stack import Stack
+from streamproc.sim.generate import generate
+from streamproc.store.base import is_reading
+from streamproc.store.chdb import WriterFirstLock
+from streamproc.verify.chaos import Feeder, consumed, metric_values, wait_for
+from streamproc.verify.stack import Stack
+from streamproc.web.read_gate import Busy, ReadGate
 
 MID = START_MS + 97 * 60_000 + 20_000
 QUEUE_TIMEOUT_S = 0.5

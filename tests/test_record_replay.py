@@ -22,17 +22,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamproc.broker import EmbeddedBroker, free_port
-from streamproc.demo import reconcile
-from streamproc.generate import LABEL_DUPLICATE, LABEL_LATE, LABEL_LATE_ORDER, LABEL_VALID, generate_labeled
-from streamproc.logfile import LogRecord, encode_line, open_log, read_log, write_log
-from streamproc.oracle import actual_tallies
-from streamproc.produce import PublishResult, publish
-from streamproc.replay import Selection, write_selection
+from streamproc.logs.logfile import LogRecord, encode_line, open_log, read_log, write_log
+from streamproc.logs.produce import PublishResult, publish
+from streamproc.logs.replay import Selection, write_selection
+from streamproc.runtime.broker import EmbeddedBroker, free_port
+from streamproc.runtime.kafka import read_topic
+from streamproc.runtime.topics import DEADLETTER, create_topics
 from streamproc.settings import Settings
-from streamproc.sink import open_sink
-from streamproc.stack import Stack, event_partitions, read_topic, wait_flushed
-from streamproc.topics import DEADLETTER, create_topics
+from streamproc.sim.generate import LABEL_DUPLICATE, LABEL_LATE, LABEL_LATE_ORDER, LABEL_VALID, generate_labeled
+from streamproc.store import open_sink
+from streamproc.verify.demo import reconcile
+from streamproc.verify.oracle import actual_tallies
+from streamproc.verify.stack import Stack, event_partitions, wait_flushed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,7 +223,7 @@ def test_pacing_follows_record_time_divided_by_speed(broker: Settings, tmp_path:
     assert summary["sent"] == 201
     assert 1.5 <= summary["seconds"] <= 4.0, summary
     # not a terminal: plain periodic progress lines with count, rate, event-time position and ETA
-    progress = [line for line in res.stderr.splitlines() if "streamproc.progress" in line]
+    progress = [line for line in res.stderr.splitlines() if "streamproc.logs.progress" in line]
     assert progress and all("events/s" in line and "ETA" in line and "at 2026-" in line for line in progress), res.stderr
 
     summary = summary_of(cli("replay", str(log), "--rate", "100", "--progress", "none", env=broker.to_env()))

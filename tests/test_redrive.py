@@ -12,13 +12,13 @@ from pathlib import Path
 
 import orjson
 
-from streamproc.chaos import Feeder, consumed, wait_for
-from streamproc.deadletter import original_key, original_value
-from streamproc.demo import reconcile
-from streamproc.generate import generate
-from streamproc.logfile import LogRecord, read_log, write_log
+from streamproc.ingest.deadletter import original_key, original_value
+from streamproc.logs.logfile import LogRecord, read_log, write_log
 from streamproc.settings import Settings
-from streamproc.stack import Stack, event_partitions, wait_flushed
+from streamproc.sim.generate import generate
+from streamproc.verify.chaos import Feeder, consumed, wait_for
+from streamproc.verify.demo import reconcile
+from streamproc.verify.stack import Stack, event_partitions, wait_flushed
 
 
 def order(i: int, ts: int, amount: str) -> LogRecord:

@@ -9,9 +9,9 @@ import jsonschema
 import orjson
 import pytest
 
-from streamproc.events import Rejection, decode
-from streamproc.generate import generate_labeled
-from streamproc.jsonschema_export import schema_for
+from streamproc.ingest.contract import schema_for
+from streamproc.ingest.events import Rejection, decode
+from streamproc.sim.generate import generate_labeled
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas" / "events"
 # reasons that are about the message's context (topic, key, record time, size, bytes), not its shape

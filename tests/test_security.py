@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from sockets import listening_hosts
-from streamproc.broker import free_port
-from streamproc.chaos import Feeder, wait_for
-from streamproc.demo import reconcile
-from streamproc.generate import generate
-from streamproc.logfile import write_log
+
+from streamproc.logs.logfile import write_log
+from streamproc.runtime.broker import free_port
 from streamproc.settings import Settings
-from streamproc.sink import open_sink
-from streamproc.stack import Stack, WorkerProcess, event_partitions, wait_flushed
-from streamproc.webauth import bearer_credentials
+from streamproc.sim.generate import generate
+from streamproc.store import open_sink
+from streamproc.verify.chaos import Feeder, wait_for
+from streamproc.verify.demo import reconcile
+from streamproc.verify.stack import Stack, WorkerProcess, event_partitions, wait_flushed
+from streamproc.web.auth import bearer_credentials
 
 CH_PASSWORD = "ch-pw-Ztq81Xq"
 WEB_TOKEN = "tok-4Jd93LqPvw"

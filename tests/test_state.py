@@ -6,10 +6,25 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.events import Like, Order, View
-from streamproc.sink.chdb import ChdbSink
-from streamproc.state import TALLY_COLUMNS, CLOSE, ENTERS, EVENTS, GMV, ITEMS, LEAVES, LIKES, PAID, PEAK, REFUND, REFUNDED, PartitionState, Rules
-from streamproc.windows import is_late, window_closed, window_start
+from streamproc.core.state import (
+    CLOSE,
+    ENTERS,
+    EVENTS,
+    GMV,
+    ITEMS,
+    LEAVES,
+    LIKES,
+    PAID,
+    PEAK,
+    REFUND,
+    REFUNDED,
+    TALLY_COLUMNS,
+    PartitionState,
+    Rules,
+)
+from streamproc.core.windows import is_late, window_closed, window_start
+from streamproc.ingest.events import Like, Order, View
+from streamproc.store.chdb import ChdbSink
 
 T0 = 1_763_900_000_000  # a window boundary (divisible by 10 s)
 

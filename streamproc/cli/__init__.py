@@ -1,0 +1,1 @@
+"""CLI: the `streamproc` command and its subcommands."""

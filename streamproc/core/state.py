@@ -1,0 +1,269 @@
+"""Per source partition state: open window accumulators plus the offset of the last applied event.
+
+State is kept per (topic, partition) rather than per streamer so that one checkpoint (an offset) says
+exactly which prefix of an immutable log the state aggregates. Faust's changelogged tables are not used
+for tallies: under at-least-once delivery their changelog can run ahead of committed offsets and a crash
+would double count (docs/ARCHITECTURE.md, invariant 2).
+
+A message may carry a pack of events. ``offset`` only moves once every unit of a message is applied;
+``unit`` is the last applied (offset, index). While a message is half applied (an exception between two
+units, e.g. the sink away while a window is reopened) the partition is not snapshotted: its windows
+hold part of a message its checkpoint could not name. The retry resumes after ``unit``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from streamproc.core.windows import WINDOW_MS, is_late, window_closed, window_start
+from streamproc.ingest.events import Like, Order, View
+
+# Slots of a window accumulator (a plain list: cheaper than an object per window on the hot path).
+(EVENTS, ENTERS, LEAVES, PEAK, CLOSE, LIKES, PAID, REFUNDED, ITEMS, GMV, REFUND, MAX_TS, LAST_OFFSET) = range(13)
+N_SLOTS = 13
+
+# Column order of a tallies_10s row as the sink writes it.
+TALLY_COLUMNS = (
+    "window_start", "streamer_id", "src_topic", "src_partition", "version", "last_offset", "max_ts",
+    "events", "enters", "leaves", "concurrent_peak", "concurrent_close", "likes",
+    "orders_paid", "orders_refunded", "items", "gmv_fen", "refund_fen",
+)
+VIEWER_COLUMNS = ("window_start", "streamer_id", "viewer_id")
+ORDER_COLUMNS = (
+    "src_topic", "src_partition", "src_offset", "src_index", "order_id", "status", "ts", "window_start", "streamer_id",
+    "session_id", "viewer_id", "product_id", "category", "quantity", "amount_fen",
+)
+
+WindowKey = tuple[int, str]  # (window_start_ms, streamer_id)
+# Loads one window's latest snapshot from the sink: (topic, partition, key) -> accumulator or None.
+WindowLoader = Callable[[str, int, WindowKey], Optional[list]]
+
+
+@dataclass(frozen=True)
+class Rules:
+    window_ms: int = WINDOW_MS
+    lateness_ms: int = 30_000
+    order_dedupe_horizon_ms: int = 3_600_000
+    idle_close_ms: int = 15_000
+
+
+@dataclass
+class Snapshot:
+    """What one flush of one partition writes; rows are copies, so the state may move on meanwhile."""
+
+    topic: str
+    partition: int
+    offset: int
+    tallies: list[tuple]
+    viewers: list[tuple]
+    orders: list[tuple]
+    keys: set[WindowKey] = field(default_factory=set)
+
+
+class PartitionState:
+    """Windows, per-streamer watermarks and order dedupe for one source partition."""
+
+    def __init__(self, topic: str, partition: int, rules: Rules, loader: WindowLoader | None = None) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.rules = rules
+        self.loader = loader
+        self.offset = -1  # last offset whose every unit is applied; -1: nothing applied yet
+        self.unit = (-1, 0)  # last applied (offset, index within a pack); ahead of offset mid-message
+        self.flushed_offset = -1
+        self.windows: dict[WindowKey, list[int]] = {}
+        self.touched: dict[WindowKey, float] = {}
+        self.dirty: set[WindowKey] = set()
+        self.watermark: dict[str, int] = {}  # streamer -> highest accepted event time
+        self.concurrent: dict[str, int] = {}  # streamer -> running enters - leaves, in log order
+        self.evicted_upto: dict[str, int] = {}  # streamer -> latest window start that left memory
+        self.orders_seen: dict[tuple[str, str], tuple[int, str]] = {}  # (order_id, status) -> (event time, streamer)
+        self.viewer_sets: dict[WindowKey, set[str]] = {}
+        self.pending_viewers: list[tuple] = []
+        self.pending_orders: list[tuple] = []
+        self.max_ts = 0  # highest event time in the partition
+        self.late_corrections = 0  # orders accepted later than the lateness (they correct a past window)
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def apply(self, offset: int, event: View | Like | Order, index: int = 0, last: bool = True) -> bool:
+        """Apply one valid event at ``offset`` (``index`` within a pack, ``last``: the message's last
+        unit); False if it is late.
+
+        Orders are late only past the dedupe horizon: a payment callback minutes behind is still money,
+        and its window is reopened from its snapshot. Views and likes keep the lateness rule.
+        """
+        streamer = event.streamer_id
+        ts = event.ts
+        rules = self.rules
+        wm = self.watermark.get(streamer)
+        kind = type(event)
+        if is_late(ts, wm, rules.order_dedupe_horizon_ms if kind is Order else rules.lateness_ms):
+            self._done(offset, index, last)
+            return False
+        key = (window_start(ts, rules.window_ms), streamer)
+        acc = self.windows.get(key)
+        if acc is None:
+            acc = self._open(key)  # may raise (sink away): nothing has changed yet
+        if wm is None or ts > wm:
+            self.watermark[streamer] = ts
+        if ts > self.max_ts:
+            self.max_ts = ts
+        acc[EVENTS] += 1
+        if ts > acc[MAX_TS]:
+            acc[MAX_TS] = ts
+        acc[LAST_OFFSET] = offset
+        if kind is View:
+            c = self.concurrent.get(streamer, 0)
+            if event.action == "enter":
+                c += 1
+                acc[ENTERS] += 1
+                seen = self.viewer_sets.get(key)
+                if seen is None:
+                    seen = self.viewer_sets[key] = set()
+                if event.viewer_id not in seen:
+                    seen.add(event.viewer_id)
+                    self.pending_viewers.append((key[0], streamer, event.viewer_id))
+            else:
+                if c > 0:  # a leave whose enter was never counted takes nobody away
+                    c -= 1
+                acc[LEAVES] += 1
+            self.concurrent[streamer] = c
+            if acc[ENTERS] + acc[LEAVES] == 1 or c > acc[PEAK]:
+                acc[PEAK] = c
+            acc[CLOSE] = c
+        elif kind is Like:
+            acc[LIKES] += event.count
+        else:
+            okey = (event.order_id, event.status)
+            if okey not in self.orders_seen:
+                self.orders_seen[okey] = (ts, streamer)
+                if wm is not None and ts < wm - rules.lateness_ms:
+                    self.late_corrections += 1
+                if event.status == "paid":
+                    acc[PAID] += 1
+                    acc[ITEMS] += event.quantity
+                    acc[GMV] += event.amount_fen
+                else:
+                    acc[REFUNDED] += 1
+                    acc[ITEMS] -= event.quantity
+                    acc[GMV] -= event.amount_fen
+                    acc[REFUND] += event.amount_fen
+                self.pending_orders.append(
+                    (self.topic, self.partition, offset, index, event.order_id, event.status, ts, key[0], streamer,
+                     event.session_id, event.viewer_id, event.product_id, event.category, event.quantity,
+                     event.amount_fen)
+                )
+        self.dirty.add(key)
+        self.touched[key] = time.monotonic()
+        self._done(offset, index, last)
+        return True
+
+    def skip(self, offset: int, index: int = 0, last: bool = True) -> None:
+        """Record that a rejected unit at ``offset`` was handled (it still moves the checkpoint)."""
+        self._done(offset, index, last)
+
+    def _done(self, offset: int, index: int, last: bool) -> None:
+        self.unit = (offset, index)
+        if last:
+            self.offset = offset
+
+    def applied(self, offset: int, index: int) -> bool:
+        """Whether the unit (offset, index) is already in the state (a redelivery or a retry)."""
+        return offset <= self.offset or (offset, index) <= self.unit
+
+    @property
+    def half_applied(self) -> bool:
+        return self.unit[0] > self.offset
+
+    def _open(self, key: WindowKey) -> list[int]:
+        acc = None
+        # A window that already left memory (idle-closed) may still accept events within lateness:
+        # reopen it from its last snapshot instead of starting from zero, which would overwrite it.
+        evicted = self.evicted_upto.get(key[1])
+        if evicted is not None and key[0] <= evicted and self.loader is not None:
+            acc = self.loader(self.topic, self.partition, key)
+        if acc is None:
+            acc = [0] * N_SLOTS
+        self.windows[key] = acc
+        return acc
+
+    # -- flushing --------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot | None:
+        """Take the rows for every window changed since the last flush; None if nothing moved, or while
+        a message is half applied (its checkpoint could not say which part is in)."""
+        if (self.offset == self.flushed_offset and not self.dirty) or self.half_applied:
+            return None
+        version = self.offset
+        topic, part = self.topic, self.partition
+        rows = [
+            (k[0], k[1], topic, part, version, acc[LAST_OFFSET], acc[MAX_TS], acc[EVENTS], acc[ENTERS],
+             acc[LEAVES], acc[PEAK], acc[CLOSE], acc[LIKES], acc[PAID], acc[REFUNDED], acc[ITEMS], acc[GMV],
+             acc[REFUND])
+            for k in self.dirty
+            for acc in (self.windows[k],)
+        ]
+        snap = Snapshot(topic, part, version, rows, self.pending_viewers, self.pending_orders, self.dirty)
+        self.dirty, self.pending_viewers, self.pending_orders = set(), [], []
+        return snap
+
+    def flush_failed(self, snap: Snapshot) -> None:
+        """Put a snapshot's work back so the next flush carries it again (nothing is dropped)."""
+        self.dirty |= snap.keys
+        self.pending_viewers = snap.viewers + self.pending_viewers
+        self.pending_orders = snap.orders + self.pending_orders
+
+    def flush_done(self, snap: Snapshot | None, now: float | None = None) -> int:
+        """After the sink holds ``snap`` (None: a flush with nothing of this partition), evict windows
+        that can no longer change or sat idle."""
+        if snap is not None:
+            self.flushed_offset = max(self.flushed_offset, snap.offset)
+        now = time.monotonic() if now is None else now
+        rules = self.rules
+        idle_before = now - rules.idle_close_ms / 1000
+        evicted = 0
+        for key in [k for k in self.windows if k not in self.dirty]:
+            start, streamer = key
+            if window_closed(start, self.watermark[streamer], rules.window_ms, rules.lateness_ms) or (
+                self.touched.get(key, 0) < idle_before
+            ):
+                del self.windows[key]
+                self.touched.pop(key, None)
+                self.viewer_sets.pop(key, None)
+                if start > self.evicted_upto.get(streamer, start - 1):
+                    self.evicted_upto[streamer] = start
+                evicted += 1
+        if len(self.orders_seen) > 1024:  # forget an order once no copy of it could be accepted any more
+            wm, h = self.watermark, rules.order_dedupe_horizon_ms
+            self.orders_seen = {k: v for k, v in self.orders_seen.items() if v[0] >= wm[v[1]] - h}
+        return evicted
+
+    @property
+    def buffered_rows(self) -> int:
+        return len(self.dirty) + len(self.pending_viewers) + len(self.pending_orders)
+
+    # -- restore ---------------------------------------------------------------------------------
+
+    def restore(
+        self,
+        offset: int,
+        windows: dict[WindowKey, list[int]],
+        streamers: dict[str, tuple[int, int]],
+        orders: dict[tuple[str, str], tuple[int, str]],
+    ) -> None:
+        """Load what the sink holds for this partition as of ``offset`` (see sink.restore)."""
+        self.offset = self.flushed_offset = offset
+        self.unit = (offset, 0)
+        self.windows = windows
+        now = time.monotonic()
+        self.touched = {k: now for k in windows}
+        for streamer, (wm, conc) in streamers.items():
+            self.watermark[streamer] = wm
+            self.concurrent[streamer] = conc
+            # windows of this streamer that were not loaded may still sit in the sink: look them up
+            self.evicted_upto[streamer] = window_start(wm, self.rules.window_ms)
+            self.max_ts = max(self.max_ts, wm)
+        self.orders_seen = dict(orders)

@@ -1,0 +1,1 @@
+"""Runtime: the Faust app that feeds core from Kafka and flushes snapshots to the store (worker, processor, fetch loop, Kafka connection, topics, embedded broker). It never imports the verification harness."""

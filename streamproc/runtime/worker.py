@@ -1,0 +1,422 @@
+"""The Faust worker: agents for the three event topics, a flush loop, restore on assignment, web pages.
+
+Kafka offsets are not the source of truth here: ClickHouse checkpoints are. On assignment the worker
+restores each partition from the sink and commits checkpoint + 1 to the group, so that Faust's own
+seek-to-committed (which runs after recovery) lands exactly there. The event topics are consumed with
+acks off, so Faust never commits on its own; the worker commits after each flush, which also keeps
+consumer-group lag meaningful for tools that read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import TP as FaustTP
+
+from streamproc import metrics
+from streamproc.boards import changes, dimension, rollup
+from streamproc.logging_setup import logging_config
+from streamproc.runtime.faust_compat import App, Batch, add_middleware, commit
+from streamproc.runtime.kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
+from streamproc.runtime.processor import Processor
+from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS
+from streamproc.settings import Settings
+from streamproc.store import Sink, open_sink
+from streamproc.web import auth, server
+
+log = logging.getLogger(__name__)
+
+
+class DeadLettersUnsent(Exception):
+    """A flush stops before its checkpoint: some dead letter it would pass is not in the broker yet."""
+
+
+@dataclass
+class OutgoingDeadLetter:
+    """A dead letter taken from the processor, with the producer's future once handed over (None: to send)."""
+
+    record: tuple[bytes, bytes]
+    ack: asyncio.Future | None = None
+    refused: bool = False  # refused once: sent again on its own, and nothing after it overtakes it
+
+
+class Worker:
+    """Binds a Processor to a Faust app: consumption, flushing, rebalances and the web server."""
+
+    def __init__(self, settings: Settings, sink: Sink | None = None) -> None:
+        self.settings = settings
+        self.sink = sink or open_sink(settings)
+        self.sink.apply_schema()
+        announce = getattr(self.sink, "announce", None)  # an embedded store: tell readers where our API is
+        if announce:
+            announce({"web": f"http://{settings.web_host}:{settings.web_port}"})
+        if settings.streamers_file:
+            n = dimension.load(self.sink, settings.streamers_file)
+            log.info("loaded %d streamers from %s", n, settings.streamers_file)
+        self.processor = Processor(settings, self.sink)
+        self.flush_lock = asyncio.Lock()
+        self.dead_outbox: list[OutgoingDeadLetter] = []  # in order; leaves only once the broker has it
+        self.dead_lock = asyncio.Lock()  # one sender at a time: a flush waits for what an agent has in flight
+        self.retry_at = 0.0
+        self.backoff = 0.0
+        self.in_flight_rows = 0  # rows of the flush being written: still buffered, not in the processor
+        self.pausing = 0  # agents holding consumption (see _pause)
+        self.app = self._build_app()
+        metrics.STATE.source = self
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = App(
+            s.group_id,
+            broker=faust_broker_url(s),
+            broker_credentials=faust_credentials(s),
+            value_serializer="raw",
+            key_serializer="raw",
+            store="memory://",
+            datadir=str(Path(s.data_dir) / "faust"),  # Faust's own files, not a directory in the cwd
+            web_host=s.web_host,
+            web_bind=s.web_host,
+            web_port=s.web_port,
+            consumer_auto_offset_reset="earliest",
+            broker_rebalance_timeout=5,
+            broker_session_timeout=10,
+            consumer_group_instance_id=s.group_instance_id or None,
+            broker_heartbeat_interval=1,
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            producer_linger_ms=5,
+        )
+        app.deliver = self._deliver
+        self.logical = {s.topic(name): name for name in EVENT_TOPICS}
+        self.channels: dict[str, Any] = {}
+        self.dlq = app.topic(s.topic(DEADLETTER), key_type=bytes, value_type=bytes, acks=False)
+        for name in EVENT_TOPICS:
+            self._add_agent(app, name)
+        app.task(self._flush_loop)
+        app.timer(5.0, name="streamproc.broker_watch")(BrokerWatch(s).check)  # a hung broker is otherwise silent
+        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_before_shutdown.connect(self._on_shutdown)
+        if s.web_token:  # every route needs the bearer token when one is set
+            add_middleware(app, auth.bearer_middleware(s.web_token))
+            log.info("web server requires a bearer token")
+        server.register(app, self)
+        if s.rollup_interval_s > 0:  # the timers that keep the boards fresh
+            rollup.register(app, self, s.rollup_interval_s)
+        if s.leaderboard_boards and s.leaderboard_changes_interval_s > 0:
+            changes.register(app, self)
+        return app
+
+    def _add_agent(self, app: faust.App, name: str) -> None:
+        """One agent per event topic; it receives whole fetched batches (see runtime/faust_compat.py)."""
+        app.topics.add(app.topic(self.settings.topic(name), acks=False))  # subscribe the consumer
+        channel = app.channel(maxsize=4)  # a few batches in flight: the fetcher waits on a slow agent
+        self.channels[self.settings.topic(name)] = channel
+        handle = self.processor.handle_batch
+        limit = self.settings.max_buffered_rows
+
+        async def consume(stream: faust.StreamT) -> None:
+            async for batch in stream:
+                try:
+                    handle(name, batch.tp.partition, batch.records)
+                except Exception as exc:  # never let Faust restart the agent and drop the rest of the batch
+                    await self._retry_batch(name, batch, exc)
+                if self.processor.dead or self.dead_outbox:
+                    await self._pass_dead_letters()
+                if self.buffered_rows >= limit:
+                    await self._wait_for_sink(limit)
+
+        consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_')}"
+        app.agent(channel, name=f"streamproc.{name}")(consume)
+
+    async def _retry_batch(self, name: str, batch: Batch, exc: Exception) -> None:
+        """Apply a batch again until it goes through, resuming at the first unit not applied.
+
+        Typically the sink is away and a window must be reopened from its snapshot. The agent waits, and
+        with it the fetcher, so consumption pauses (as at the buffer bound) while the event loop keeps
+        serving flushes, the API and /metrics.
+        """
+        backoff = 0.5
+        self._pause(+1)
+        log.warning("pausing consumption: a batch of %s/%d needs the sink", name, batch.tp.partition,
+                    extra={"event": "consumption_paused"})
+        while True:
+            log.error("applying a batch of %s/%d failed; retrying in %.1fs", name, batch.tp.partition, backoff,
+                      exc_info=exc)
+            await asyncio.sleep(backoff)
+            backoff = min(self.settings.sink_retry_max_s, backoff * 2)
+            try:
+                self.processor.handle_batch(name, batch.tp.partition, batch.records)
+                break
+            except Exception as again:
+                exc = again
+        self._pause(-1)
+        log.info("resuming consumption: the batch of %s/%d is applied", name, batch.tp.partition,
+                 extra={"event": "consumption_resumed"})
+
+    async def _deliver(self, batch: Batch) -> None:
+        await self.channels[batch.tp.topic].put(batch)
+
+    # -- dead letters ---------------------------------------------------------------------------
+
+    async def _pass_dead_letters(self) -> None:
+        """After a batch: hand its dead letters to the producer, without waiting for the broker.
+
+        Never raises. Once a send has failed, the agent (and so consumption of its topic) waits here,
+        retrying with capped backoff until the broker has taken every dead letter: none is dropped, the
+        queue does not grow while the broker refuses, and the rest of the batch was already applied.
+        """
+        if await self._send_dead_letters(wait=False):
+            return
+        backoff = 0.5
+        while True:
+            await asyncio.sleep(backoff)
+            if await self._send_dead_letters(wait=True):
+                return
+            backoff = min(self.settings.sink_retry_max_s, backoff * 2)
+
+    async def _send_dead_letters(self, wait: bool = True) -> bool:
+        """Hand the queued dead letters to the producer, in order; with ``wait``, until the broker has
+        acknowledged each one (what a checkpoint needs). Never raises.
+
+        Returns False if a send failed: the dead letter stays queued, in its place, for the next try,
+        and the failure is counted and logged with its reason. True means no failure, and with ``wait``
+        an empty queue.
+        """
+        async with self.dead_lock:
+            self.dead_outbox.extend(OutgoingDeadLetter(r) for r in self.processor.take_dead_letters())
+            errors = self._reap_dead_letters()
+            while not errors:
+                errors = await self._hand_over_dead_letters()
+                in_flight = [d.ack for d in self.dead_outbox if d.ack is not None]
+                if errors or not wait or not in_flight:
+                    break
+                await asyncio.wait(in_flight)
+                errors = self._reap_dead_letters()
+            if errors:
+                metrics.DEADLETTER_SEND_FAILURES.inc(len(errors))
+                reasons = sorted({f"{type(e).__name__}: {e}"[:300] for e in errors})
+                log.error("%d dead letters not taken by the broker (%s); kept in order and sent again (%d queued)",
+                          len(errors), "; ".join(reasons[:3]), len(self.dead_outbox),
+                          extra={"event": "deadletter_send_failed", "error": type(errors[0]).__name__,
+                                 "deadletter_queued": len(self.dead_outbox)})
+            return not errors and not (wait and self.dead_outbox)
+
+    def _reap_dead_letters(self) -> list[BaseException]:
+        """Drop the dead letters the broker acknowledged; mark the refused ones to be sent again."""
+        errors: list[BaseException] = []
+        kept = []
+        for d in self.dead_outbox:
+            if d.ack is not None and d.ack.done():
+                error = asyncio.CancelledError() if d.ack.cancelled() else d.ack.exception()
+                if error is None:
+                    continue
+                errors.append(error)
+                d.ack, d.refused = None, True
+            kept.append(d)
+        self.dead_outbox = kept
+        return errors
+
+    async def _hand_over_dead_letters(self) -> list[BaseException]:
+        """Give the producer, in order, each queued dead letter not in flight; stop at a refusal.
+
+        One refused before goes alone, once nothing else is in flight, and the ones after it wait for
+        its acknowledgement: a retry never lets later dead letters overtake it. (Those already in
+        flight when a refusal is learnt may land first: pipelined sends cannot promise more.)
+        """
+        flying = any(d.ack is not None for d in self.dead_outbox)
+        for d in self.dead_outbox:
+            if d.ack is not None:
+                continue
+            if d.refused and flying:
+                break
+            key, value = d.record
+            try:
+                d.ack = await self.dlq.send(key=key, value=value, force=True)  # force: now, not held for the event
+            except Exception as exc:  # refused before it left: too large, buffer full, producer stopped
+                d.refused = True
+                return [exc]
+            if d.refused:
+                break
+            flying = True
+        return []
+
+    # -- flushing and backpressure ---------------------------------------------------------------
+
+    def _pause(self, step: int) -> None:
+        """Count the agents holding consumption (one per topic may wait at once, for either reason): the
+        gauge says paused until the last of them goes on."""
+        self.pausing += step
+        metrics.PAUSED.set(int(self.pausing > 0))
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows waiting for the sink: in the processor, plus those of a flush being written."""
+        return self.processor.buffered_rows + self.in_flight_rows
+
+    async def _wait_for_sink(self, limit: int) -> None:
+        """Hold the agent (and so the fetcher) while the sink is behind; never drop rows."""
+        self._pause(+1)
+        log.warning("sink is behind: %d rows buffered, pausing consumption", self.buffered_rows,
+                    extra={"event": "consumption_paused", "sink_buffered_rows": self.buffered_rows})
+        # Rows of a flush being written count too: a flush hanging on a dead sink must not let the
+        # buffer refill behind it (it would come back to twice the limit when the flush fails).
+        while self.buffered_rows >= limit:
+            await asyncio.sleep(0.1)
+        self._pause(-1)
+        log.info("sink caught up, resuming consumption", extra={"event": "consumption_resumed"})
+
+    async def _flush_loop(self) -> None:
+        """Flush every ``flush_interval_s``, start to start.
+
+        Faust's timers sleep the whole interval after each run, so a flush of 0.3 s would make the
+        cadence 1.3 s and every row that much older when it becomes visible.
+        """
+        interval = self.settings.flush_interval_s
+        next_at = time.monotonic() + interval
+        while not self.app.should_stop:
+            await self.app.sleep(max(0.0, next_at - time.monotonic()))
+            now = time.monotonic()
+            next_at = now + interval
+            if now >= self.retry_at:  # after a failed flush, the backoff decides
+                try:
+                    await self.flush()
+                except Exception:  # flush() handles sink errors itself; nothing else may end the loop
+                    log.exception("flush loop")
+
+    async def flush(self) -> bool:
+        """Write every changed window and the checkpoints; on failure keep everything and back off."""
+        async with self.flush_lock:
+            snaps = self.processor.snapshot()
+            if not snaps:
+                self.processor.flush_done([])  # quiet partitions still close their idle windows
+                return True
+            self.in_flight_rows = sum(len(s.tallies) + len(s.viewers) + len(s.orders) for s in snaps)
+            started = time.perf_counter()
+            try:
+                if not await self._send_dead_letters():  # acknowledged before the checkpoint passes them
+                    raise DeadLettersUnsent(f"{len(self.dead_outbox)} dead letters not yet taken by the broker")
+                await asyncio.to_thread(self.sink.write, snaps)
+            except Exception as exc:
+                self.processor.flush_failed(snaps)
+                self.in_flight_rows = 0
+                metrics.FLUSH_FAILURES.inc()
+                self.backoff = min(self.settings.sink_retry_max_s, max(0.2, self.backoff * 2))
+                self.retry_at = time.monotonic() + self.backoff
+                log.error("flush failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, self.backoff,
+                          extra={"event": "flush_failed", "error": type(exc).__name__, "retry_in_seconds": self.backoff,
+                                 "sink_buffered_rows": self.buffered_rows})
+                return False
+            self.backoff = 0.0
+            self.in_flight_rows = 0
+            duration = time.perf_counter() - started
+            rows = metrics.record_flush(snaps, duration)  # before the eviction work: freshness ends when the write did
+            self.processor.flush_done(snaps)
+            log.debug("flush", extra={"event": "flush", "flush_rows": rows, "flush_duration_seconds": round(duration, 6)})
+            await self._commit({(s.topic, s.partition): s.offset + 1 for s in snaps if s.offset >= 0})
+            return True
+
+    async def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        s = self.settings
+        tps = {FaustTP(s.topic(t), p): o for (t, p), o in offsets.items()}
+        if tps:
+            try:
+                await commit(self.app, tps)
+            except Exception as exc:  # the checkpoint in ClickHouse is what counts; this is for lag tools
+                log.warning("offset commit failed: %r", exc)
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def metric_state(self) -> metrics.StateView:
+        """What /metrics reports about memory and lag, computed only when Prometheus scrapes."""
+        view = metrics.StateView(assigned_partitions=len(self.processor.states),
+                                 buffered_rows=self.buffered_rows)
+        streamers: set[str] = set()
+        for (topic, part), st in self.processor.states.items():
+            view.open_windows += len(st.windows)
+            streamers.update(key[1] for key in st.windows)
+            if st.max_ts:
+                view.newest_event_ms[topic] = max(st.max_ts, view.newest_event_ms.get(topic, 0))
+            hw = self._highwater(topic, part)
+            if hw is not None:  # the high watermark of the last fetch (ListOffsets is wrong on some brokers)
+                view.consumer_lag[(topic, part)] = hw - (st.offset + 1)
+        view.active_streamers = len(streamers)
+        return view
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        try:
+            return self.app.consumer.highwater(FaustTP(self.settings.topic(topic), partition))
+        except Exception:  # consumer not started, or the partition is moving in a rebalance
+            return None
+
+    # -- rebalances -----------------------------------------------------------------------------
+
+    def _ours(self, tps: Any) -> list[tuple[str, int]]:
+        return [(self.logical[tp.topic], tp.partition) for tp in tps if tp.topic in self.logical]
+
+    async def _on_assigned(self, app: Any, assigned: Any, **_: Any) -> None:
+        metrics.REBALANCES.labels("assigned").inc()
+        new = [tp for tp in self._ours(assigned) if tp not in self.processor.states]
+        if not new:
+            return
+        # Restore synchronously, on purpose: Faust's recovery runs concurrently with this signal and
+        # resumes fetching when it ends; if we awaited here, messages could arrive for a partition whose
+        # state is not restored yet. Blocking the loop for the restore closes that window.
+        resume = self.processor.assign(new)
+        # Faust seeks to the committed offsets once recovery ends: make those our checkpoints + 1.
+        await self._commit(resume)
+
+    async def _on_revoked(self, app: Any, revoked: Any, **_: Any) -> None:
+        if revoked:  # the first join revokes nothing
+            metrics.REBALANCES.labels("revoked").inc()
+        mine = self._ours(revoked)
+        if mine:
+            await self.flush()
+            self.processor.revoke(mine)
+
+    async def _on_shutdown(self, app: Any, **_: Any) -> None:
+        """A graceful stop writes what was applied, so a restart replays nothing it need not, then rolls
+        it up, so the rollup tables hold everything written (boards read pending minutes from 10 s rows
+        either way; this keeps a stopped store's rollups whole).
+
+        Fetching has stopped when this runs; the snapshot is of a prefix of the log, like any flush.
+        Bounded in time: with the sink away, the checkpoint already in ClickHouse is still correct.
+        """
+        try:
+            await asyncio.wait_for(self.flush(), timeout=10)
+        except Exception as exc:
+            log.warning("final flush on shutdown did not complete (%s); the next start replays from the checkpoint",
+                        type(exc).__name__)
+        if self.settings.rollup_interval_s > 0:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(rollup.run_once, self.sink), 20)
+            except Exception as exc:
+                log.warning("final rollup pass on shutdown did not complete (%s); the next pass rolls it",
+                            type(exc).__name__)
+
+
+def run_worker(settings: Settings, sink: Sink | None = None) -> None:
+    """Run the worker until stopped (SIGINT/SIGTERM); used by `streamproc worker`.
+
+    ``sink`` is the one door for anything that must stand between the worker and its store: the
+    verification harness passes a store it has armed with a fault (``verify/faulty_worker.py``), so no
+    fault hook lives in the runtime. None opens the store the settings name.
+    """
+    from faust.worker import Worker as FaustWorker
+
+    wait_for_broker(settings, [settings.topic(t) for t in EVENT_TOPICS])
+    worker = Worker(settings, sink)
+    # Faust resets the root logger when it starts: hand it ours when JSON is asked for (text keeps Faust's).
+    config = logging_config(settings.log_level, settings.log_format) if settings.log_format == "json" else None
+    try:
+        FaustWorker(worker.app, loglevel=settings.log_level, quiet=True, logging_config=config).execute_from_commandline()
+    finally:
+        worker.sink.close()  # before interpreter teardown: an embedded chDB left open crashes the exit

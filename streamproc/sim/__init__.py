@@ -1,0 +1,1 @@
+"""Sim: the simulated livestream platform that generates event logs with known truths."""

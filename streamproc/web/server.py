@@ -1,0 +1,140 @@
+"""Pages of the worker's web server (Faust's, bound to 127.0.0.1 by default): status, metrics, the
+leaderboard API and the live leaderboard page.
+
+Every API handler validates its query string against ``api_spec.ENDPOINTS`` (unknown, repeated or bad
+parameters are a 400 naming the parameter) and then asks ``queries`` through the read gate
+(``read_gate``): the sink's blocking calls run in a thread, so the event loop keeps consuming; identical
+requests share one answer for half a flush interval (``X-Cache: hit``); a few answers are computed at
+once and a request that finds no slot in time gets 429 with Retry-After, so readers never starve the
+flush. The page is plain files from ``static/``, no build step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import faust
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streamproc import metrics
+from streamproc.boards import queries
+from streamproc.boards.params import BadParameter, Request, parse
+from streamproc.settings import Settings
+from streamproc.store import Sink
+from streamproc.web.openapi import ENDPOINTS, openapi
+from streamproc.web.read_gate import RETRY_AFTER_S, Busy, ReadGate
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+
+
+def _json(view: Any, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    return view.bytes(orjson.dumps(value), content_type="application/json", status=status, headers=headers)
+
+
+def _request(path: str, request: Any, min_audience: int) -> Request:
+    raw: dict[str, str] = {}
+    for k, v in urllib.parse.parse_qsl(request.query_string, keep_blank_values=True):
+        if k in raw:
+            raise BadParameter(k, "given more than once")
+        raw[k] = v
+    return dataclasses.replace(parse(raw, ENDPOINTS[path][1]), min_audience=min_audience)
+
+
+class Counting(Protocol):
+    """The processor as the pages see it: its status and its running counts."""
+
+    counts: dict[str, int]
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class Served(Protocol):
+    """What the pages read from the worker that serves them (the worker registers the pages and the
+    bearer-token middleware; the pages never import the runtime)."""
+
+    settings: Settings
+    sink: Sink
+    processor: Counting
+
+
+def register(app: faust.App, worker: Served) -> None:
+    s = worker.settings
+
+    @app.page("/status")
+    async def status(self: Any, request: Any) -> Any:
+        return self.json(worker.processor.status())
+
+    @app.page("/metrics")
+    async def prometheus(self: Any, request: Any) -> Any:
+        return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    age = min(0.5, s.flush_interval_s / 2)  # requests within this share one answer and one data clock
+    gate = ReadGate(s.api_max_concurrent, s.api_queue_timeout_s, max_age_s=age)
+
+    def api(path: str, answer: Callable[[Request, dict[str, str]], Any]) -> None:
+        async def handler(self: Any, request: Any, **match: str) -> Any:
+            try:
+                req = _request(path, request, s.conversion_min_viewers)
+                for name, value in match.items():
+                    parse({name: value}, (name,))
+                key = (path, req, tuple(sorted(match.items())))  # the parsed request: the query's normal form
+                result, shared = await gate.answer(key, lambda: answer(req, match))
+            except BadParameter as exc:
+                return _json(self, {"error": str(exc), "parameter": exc.name}, 400)
+            except Busy:
+                return _json(self, {"error": f"busy: too many API requests at once; retry in {RETRY_AFTER_S} s",
+                                    "retry_after_s": RETRY_AFTER_S}, 429, {"Retry-After": str(RETRY_AFTER_S)})
+            except Exception:
+                log.exception("%s failed", path)
+                return _json(self, {"error": "internal error"}, 500)
+            cache = {"X-Cache": "hit" if shared else "miss"}
+            if result is None:
+                return _json(self, {"error": "not found"}, 404, cache)
+            return _json(self, result, headers=cache)
+
+        handler.__name__ = "api_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
+        app.page(path)(handler)
+
+    sink = worker.sink
+
+    def clk() -> queries.Clock:
+        return queries.clock(sink, max_age_s=age)
+
+    api("/api/leaderboard", lambda req, _: queries.leaderboard(sink, req, clk()).to_json())
+    api("/api/rising", lambda req, _: queries.rising(sink, req, clk()).to_json())
+    api("/api/regions", lambda req, _: queries.regions(sink, req, clk()).to_json())
+    api("/api/series", lambda req, _: queries.series(sink, req, clk()))
+    api("/api/streamer/{streamer_id}",
+        lambda req, m: queries.streamer(sink, m["streamer_id"], req.time, clk(), req.min_audience))
+    api("/api/freshness", lambda req, _: {**queries.freshness(sink, int(time.time() * 1000)),
+                                          "late_corrections_total": worker.processor.counts["late_corrections"]})
+
+    spec = orjson.dumps(openapi())
+
+    @app.page("/api/openapi.json")
+    async def openapi_json(self: Any, request: Any) -> Any:
+        return self.bytes(spec, content_type="application/json")
+
+    files = {p.name: (p.read_bytes(), _CONTENT_TYPES.get(p.suffix, "application/octet-stream"))
+             for p in STATIC_DIR.iterdir() if p.is_file()}
+
+    @app.page("/static/{name}")
+    async def static(self: Any, request: Any, name: str) -> Any:
+        if name not in files:  # only the files shipped in static/, never a path
+            return self.bytes(b"not found", content_type="text/plain", status=404)
+        body, ctype = files[name]
+        return self.bytes(body, content_type=ctype, headers={"Cache-Control": "no-cache"})
+
+    @app.page("/")
+    async def index(self: Any, request: Any) -> Any:
+        body, _ = files["index.html"]
+        return self.bytes(body, content_type="text/html", headers={"Cache-Control": "no-cache"})
