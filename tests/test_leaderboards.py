@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from leaderboard_data import METRICS, START_MS, Log, Oracle, Totals, build_log, process_into
 
-from streamproc.boards import queries, rollup
+from streamproc.boards import queries, rollup, tiles
 from streamproc.boards.params import BadParameter, parse
 from streamproc.metrics import REGISTRY
 from streamproc.settings import Settings
@@ -62,7 +62,7 @@ def test_place_filters_and_a_range_across_hours(loaded) -> None:
         assert board(sink, metric=metric, window="today", province="陕西", as_of=str(MID)) == \
             oracle.board(metric, *oracle.window("today", MID), province="陕西")
     start, end = START_MS + 5_000, START_MS + 170 * 60_000 + 3_000  # aligned out to whole windows
-    t = queries.tiles(start - 5_000, end + 7_000, queries.clock(sink))
+    t = tiles.tiles(start - 5_000, end + 7_000, queries.clock(sink))
     assert t["1h"] and t["1m"] and t["10s"]  # all three levels are read
     for metric in METRICS:
         assert board(sink, metric=metric, start=str(start), end=str(end), limit="30") == \
@@ -229,7 +229,7 @@ def test_tiles_cover_a_range_exactly_once(a: int, length: int, h_off: int, pendi
     hours_upto = (START_MS // 3_600_000) * 3_600_000 + h_off * 3_600_000 // 50
     hours_upto -= hours_upto % 3_600_000
     pending = tuple(sorted({(START_MS // 60_000 + o) * 60_000 for o in pending_off}))
-    t = queries.tiles(start, end, queries.Clock(end, end, end, hours_upto, 1, pending))
+    t = tiles.tiles(start, end, queries.Clock(end, end, end, hours_upto, 1, pending))
     spans = sorted(r for level in t.values() for r in level)
     assert spans[0][0] == start and spans[-1][1] == end
     assert all(x[1] == y[0] for x, y in zip(spans, spans[1:]))  # contiguous, no overlap
@@ -237,7 +237,7 @@ def test_tiles_cover_a_range_exactly_once(a: int, length: int, h_off: int, pendi
     assert all(a % 3_600_000 == 0 and b % 3_600_000 == 0 and b <= hours_upto for a, b in t["1h"])
     # a pending minute (written after the last rollup pass) is never read from a rolled level
     assert not any(a <= m < b for m in pending for level in ("1m", "1h") for a, b in t[level])
-    assert all(len(t[lv]) <= queries.MAX_RANGES for lv in t)
+    assert all(len(t[lv]) <= tiles.MAX_RANGES for lv in t)
 
 
 @pytest.mark.parametrize("raw, bad", [

@@ -8,7 +8,7 @@ the store, in front of every flush (issue 11: flushes fell from 1/s to 3 in 75 s
 - **Single flight, short cache.** Identical requests (same endpoint, same parsed parameters: the
   query's normal form) share one answer while it is being computed and for ``max_age_s`` after it
   started, so 200 pollers of one board cost one query per ``max_age_s``. The web server uses half a
-  flush interval (at most 0.5 s), as for the data clock (``queries.clock(max_age_s=...)``): nothing
+  flush interval (at most 0.5 s), as for the data clock (``queries.ClockCache``): nothing
   newer can have landed meanwhile but one flush.
 - **A bound.** At most ``max_concurrent`` answers are computed at once, in threads of their own; a
   request that finds no free slot within ``queue_timeout_s`` raises ``Busy`` (the API answers 429 with

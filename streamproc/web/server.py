@@ -106,8 +106,7 @@ def register(app: faust.App, worker: Served) -> None:
 
     sink = worker.sink
 
-    def clk() -> queries.Clock:
-        return queries.clock(sink, max_age_s=age)
+    clk = queries.ClockCache(sink, max_age_s=age)
 
     api("/api/leaderboard", lambda req, _: queries.leaderboard(sink, req, clk()).to_json())
     api("/api/rising", lambda req, _: queries.rising(sink, req, clk()).to_json())
