@@ -42,12 +42,12 @@ from collections import deque
 from datetime import datetime, timedelta, timezone
 from heapq import heappop, heappush
 from itertools import accumulate
-from typing import Iterator
+from typing import Any, Iterator
 
 import orjson
 
 from streamproc.boards.dimension import Streamer
-from streamproc.ingest.events import FIELDS, SCHEMA_VERSION, TOPIC_OF_TYPE
+from streamproc.ingest.events import FIELDS, REASONS, SCHEMA_VERSION, TOPIC_OF_TYPE
 from streamproc.logs.logfile import LogRecord
 
 __all__ = [
@@ -71,22 +71,7 @@ LABEL_LATE = "late"  # decodes, but is older than the streamer's watermark by mo
 # an order as late as that, but within the order dedupe horizon: a late payment, counted in its own window
 LABEL_LATE_ORDER = "late_order"
 # Every rejection reason ``events.decode`` can give on its own ("late" needs a watermark).
-MALFORMED_REASONS = (
-    "oversized",
-    "invalid_utf8",
-    "malformed_json",
-    "not_object",
-    "missing_field",
-    "wrong_type",
-    "unknown_type",
-    "wrong_topic",
-    "unsupported_version",
-    "bad_value",
-    "negative_amount",
-    "absurd_amount",
-    "key_mismatch",
-    "future",
-)
+MALFORMED_REASONS = tuple(r for r in REASONS if r != "late")
 # Oversized values are 66..100 KB each; they are half as frequent so a log does not balloon.
 _MALFORMED_WEIGHTS = tuple(0.5 if r == "oversized" else 1.0 for r in MALFORMED_REASONS)
 
@@ -261,18 +246,9 @@ class _Room:
 # --- the simulation ---------------------------------------------------------------------------------
 
 
-def generate(
-    n_events: int,
-    *,
-    seed: int = 1,
-    start_ms: int | None = None,
-    n_streamers: int = 500,
-    lateness_ms: int = 30_000,
-    malformed_share: float = 0.005,
-    duplicate_share: float = 0.01,
-    late_share: float = 0.003,
-) -> Iterator[LogRecord]:
-    """Yield exactly ``n_events`` Kafka records of the simulated platform, deterministically.
+def generate(n_events: int, **options: Any) -> Iterator[LogRecord]:
+    """Yield exactly ``n_events`` Kafka records of the simulated platform, deterministically; the
+    ``options`` are :func:`generate_labeled`'s (seed, start_ms, n_streamers, lateness_ms and the shares).
 
     ``start_ms=None`` is :data:`DEFAULT_START_MS` so output is reproducible; pass the current time to
     produce a live feed. ``lateness_ms`` is the pipeline's allowed lateness: late events are made older
@@ -280,16 +256,7 @@ def generate(
     The shares are per output slot; the measured shares come out slightly lower because scheduled
     events (refunds, leaves at a broadcast's end) never turn into imperfections.
     """
-    for rec, _ in generate_labeled(
-        n_events,
-        seed=seed,
-        start_ms=start_ms,
-        n_streamers=n_streamers,
-        lateness_ms=lateness_ms,
-        malformed_share=malformed_share,
-        duplicate_share=duplicate_share,
-        late_share=late_share,
-    ):
+    for rec, _ in generate_labeled(n_events, **options):
         yield rec
 
 

@@ -405,6 +405,19 @@ class Rejections:
 RowParser = Callable[[int, bytes], Parsed]
 
 
+def csv_parser(columns: tuple[str, ...], parse_row: Callable[[int, dict[str, str]], Parsed]) -> RowParser:
+    """A row parser for a CSV format with these documented columns: the row's text is split (header
+    or not) by one ``CsvTable``, a line that is no row is passed on as it is (a Reject or a Skip), and
+    ``parse_row(line, row)`` judges the rest."""
+    table = CsvTable(columns)
+
+    def parse(line: int, raw: bytes) -> Parsed:
+        row = table.row(raw)
+        return parse_row(line, row) if isinstance(row, dict) else row
+
+    return parse
+
+
 def run_import(
     report: Report,
     rows: RowParser,

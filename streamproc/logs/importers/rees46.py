@@ -24,20 +24,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from streamproc.ingest.events import AMOUNT_MAX_FEN
-from streamproc.logs.importers.core import (
-    LIKE,
-    PAID,
-    VIEW,
-    Action,
-    CsvTable,
-    Parsed,
-    Reject,
-    RowParser,
-    Skip,
-    check_ids,
-    plain_decimal,
-    yuan_to_fen,
-)
+from streamproc.logs.importers.core import LIKE, PAID, VIEW, Action, Parsed, Reject, RowParser, Skip, check_ids, csv_parser, plain_decimal, yuan_to_fen
 
 NAME = "rees46"
 PREFIX = "r46"
@@ -72,12 +59,7 @@ def price_fen(text: str) -> int | Reject:
 
 
 def parser() -> RowParser:
-    table = CsvTable(COLUMNS)
-
-    def parse(line: int, raw: bytes) -> Parsed:
-        row = table.row(raw)
-        if not isinstance(row, dict):
-            return row
+    def parse(line: int, row: dict[str, str]) -> Parsed:
         event_type = row["event_type"]
         kind = EVENT_TYPES.get(event_type)
         if kind is None:
@@ -99,4 +81,4 @@ def parser() -> RowParser:
         category = row["category_code"] or cat
         return Action(ts, line, kind, user, f"cat-{cat}", session, product, category[:64], amount)
 
-    return parse
+    return csv_parser(COLUMNS, parse)

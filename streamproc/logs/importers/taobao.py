@@ -24,18 +24,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from streamproc.logs.importers.core import (
-    LIKE,
-    PAID,
-    VIEW,
-    Action,
-    CsvTable,
-    Parsed,
-    Reject,
-    RowParser,
-    check_ids,
-    stable_hash,
-)
+from streamproc.logs.importers.core import LIKE, PAID, VIEW, Action, Parsed, Reject, RowParser, check_ids, csv_parser, stable_hash
 
 NAME = "taobao-userbehavior"
 PREFIX = "tb"
@@ -53,12 +42,7 @@ def price_fen(item_id: str) -> int:
 
 
 def parser() -> RowParser:
-    table = CsvTable(COLUMNS)
-
-    def parse(line: int, raw: bytes) -> Parsed:
-        row = table.row(raw)
-        if not isinstance(row, dict):
-            return row
+    def parse(line: int, row: dict[str, str]) -> Parsed:
         behavior = row["behavior_type"]
         kind = BEHAVIORS.get(behavior)
         if kind is None:
@@ -76,5 +60,5 @@ def parser() -> RowParser:
         return Action(int(ts) * 1000, line, kind, user, room, f"{PREFIX}-{user}-{cat}", item, cat,
                       price_fen(item) if kind == PAID else 0)
 
-    return parse
+    return csv_parser(COLUMNS, parse)
 
