@@ -49,6 +49,7 @@ import orjson
 from streamproc.boards.dimension import Streamer
 from streamproc.ingest.events import FIELDS, REASONS, SCHEMA_VERSION, TOPIC_OF_TYPE
 from streamproc.logs.logfile import LogRecord
+from streamproc.settings import Settings
 
 __all__ = [
     "build_streamers",
@@ -98,7 +99,7 @@ DUP_WINDOW_MS = 5_000  # duplicates arrive within this of the original
 DUP_ORDER_SHARE = 0.6  # payment-callback retries dominate duplicates
 LATE_EXTRA_MIN_MS, LATE_EXTRA_SPAN_MS = 5_000, 115_000
 N_VIEWERS = 2_000_000  # size of the platform's user-id pool
-MAX_VALUE_BYTES = 65_536  # the oversized threshold the pipeline uses
+MAX_VALUE_BYTES = Settings.max_message_bytes  # the oversized threshold the pipeline uses by default
 
 TOPIC_VIEWS, TOPIC_LIKES, TOPIC_ORDERS = TOPIC_OF_TYPE["view"], TOPIC_OF_TYPE["like"], TOPIC_OF_TYPE["order"]
 _TOPICS = (TOPIC_VIEWS, TOPIC_LIKES, TOPIC_ORDERS)
@@ -202,7 +203,7 @@ def build_streamers(n: int, seed: int) -> list[Streamer]:
     """
     if n < 1:
         raise ValueError("n must be at least 1")
-    rng = random.Random(f"streamproc.sim.generate.streamers/{seed}")
+    rng = random.Random(f"streamproc.generate.streamers/{seed}")  # the seed's name predates the sim/ folder: kept, so logs stay byte-identical
     out = []
     width = max(4, len(str(n - 1)))
     for i in range(n):
@@ -266,7 +267,7 @@ def generate_labeled(
     seed: int = 1,
     start_ms: int | None = None,
     n_streamers: int = 500,
-    lateness_ms: int = 30_000,
+    lateness_ms: int = Settings.lateness_ms,
     malformed_share: float = 0.005,
     duplicate_share: float = 0.01,
     late_share: float = 0.003,
@@ -298,7 +299,7 @@ class _Sim:
         self, seed: int, start_ms: int, n_streamers: int, lateness_ms: int,
         malformed_share: float, duplicate_share: float, late_share: float,
     ) -> None:  # fmt: skip
-        self.rng = rng = random.Random(f"streamproc.sim.generate.events/{seed}")
+        self.rng = rng = random.Random(f"streamproc.generate.events/{seed}")  # (name kept, as above)
         self.start_ms = start_ms
         self.lateness_ms = lateness_ms
         self.m_share, self.d_share, self.l_share = malformed_share, duplicate_share, late_share
