@@ -1,10 +1,11 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both build the virtualenv first.
+# `make test-unit`: only the fast part, tests/unit (pytest -m "not integration"), in under a minute.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps demo demo-check test audit constraints bench clean
+.PHONY: install system-deps demo demo-check test test-unit audit constraints bench clean
 
 # constraints.txt pins every transitive dependency to the versions the suite last passed with.
 $(STAMP): pyproject.toml constraints.txt
@@ -30,6 +31,9 @@ demo-check: install
 test: install system-deps audit
 	$(PY) -m pytest -q
 
+test-unit: install
+	$(PY) -m pytest -q -m "not integration"
+
 # Known vulnerabilities in the installed dependencies (pip-audit); exceptions in scripts/audit-ignore.txt.
 audit: install
 	$(PY) scripts/audit.py
@@ -39,14 +43,22 @@ constraints: install
 	(echo "# Every installed package, pinned: written by make constraints, used by make install."; \
 	 $(PY) -m pip freeze --exclude-editable) > constraints.txt
 
-# Throughput, CPU, memory, freshness and scale-out against the baselines (~10 min on 2 cores);
-# writes benchmarks/results/<date>.json and latest.json. Quix Streams, a peer measured for comparison,
-# goes in a virtualenv of its own (the project does not depend on it); BENCH_ARGS passes options.
-QUIX_VENV := benchmarks/.venv-quix
+# Every goal measured in one run (~50 min on 2 cores, most of it the soak, the peers and the boards'
+# day of history): prints a table and the GOALS, writes benchmarks/results/<date>.json and latest.json.
+# The peers measured for comparison (Quix Streams, Pathway, Bytewax) each go in a virtualenv of their own
+# (the project depends on none of them); one that does not install is reported as not measured.
+# BENCH_ARGS passes options (python -m benchmarks.run --help).
+PEER_PKGS_quix    := quixstreams==3.28.1
+PEER_PKGS_pathway := pathway==0.33.0
+PEER_PKGS_bytewax := bytewax[kafka]==0.21.1 orjson
+PEER_VENVS := $(foreach p,quix pathway bytewax,benchmarks/.venv-$(p)/.installed)
+
+benchmarks/.venv-%/.installed:
+	@($(PYTHON) -m venv benchmarks/.venv-$* && benchmarks/.venv-$*/bin/pip install --quiet $(PEER_PKGS_$*) && \
+	  touch $@) || echo "$* did not install: it is reported as not measured"
+
 bench: install
-	@test -x $(QUIX_VENV)/bin/python -a -f $(QUIX_VENV)/.installed || \
-	  ($(PYTHON) -m venv $(QUIX_VENV) && $(QUIX_VENV)/bin/pip install --quiet quixstreams==3.28.1 && \
-	   touch $(QUIX_VENV)/.installed) || echo "Quix Streams did not install: its row is left out"
+	@for v in $(PEER_VENVS); do $(MAKE) --no-print-directory $$v || true; done
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:

@@ -1,22 +1,29 @@
-"""Shared fixtures: every test that runs real parts gets its own ports and data directory."""
+"""Shared fixtures for tests/unit and tests/integration, and the ``integration`` mark of the second.
+
+tests/unit: pure and fast (`pytest -m "not integration"`, `make test-unit`); tests/integration: everything
+that runs real parts (broker, worker processes, chDB under a worker, Chromium, Prometheus, child processes).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from support.helpers import isolated_settings
 
-from streamproc.runtime.broker import free_port
 from streamproc.settings import Settings
+
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration/ is marked ``integration``, whoever wrote it."""
+    for item in items:
+        if INTEGRATION in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for one isolated run: fresh chDB path, broker and web ports nobody else uses."""
-    return Settings.from_env(
-        env={},
-        data_dir=str(tmp_path / "data"),
-        embedded_broker_port=free_port(),
-        web_port=free_port(),
-        flush_interval_s=0.5,
-    )
+    return isolated_settings(tmp_path)

@@ -1,0 +1,114 @@
+"""Readers cannot starve the pipeline (issue 11): a burst of clients against a real worker (embedded
+broker, Faust, chDB) fed while the clients hammer it gets exact boards or a quick 429, while the worker
+keeps flushing on cadence. The store lock and the API gate alone: tests/unit/test_readers.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from support.helpers import isolated_settings, recent_log
+from support.leaderboard_data import START_MS, Oracle, build_log, settled_worker
+
+from streamproc.verify.chaos import Feeder, consumed, metric_values, wait_for
+
+MID = START_MS + 97 * 60_000 + 20_000
+QUEUE_TIMEOUT_S = 0.5
+FLUSH_INTERVAL_S = 1.0
+
+
+# -- (b), (c) a real worker under a burst ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp: Path = tmp_path_factory.mktemp("readers")
+    settings = isolated_settings(tmp, flush_interval_s=FLUSH_INTERVAL_S, rollup_interval_s=0.5, api_max_concurrent=2,
+                                 api_queue_timeout_s=QUEUE_TIMEOUT_S)
+    log = build_log()
+    with settled_worker(settings, tmp, log) as (stack, worker):
+        yield stack, worker, Oracle(log.events, log.streamers), tmp
+
+
+async def fetch_all(urls: list[str]) -> list[tuple[int, Any, dict[str, str], float]]:
+    """GET every URL at once: (status, JSON body, headers, seconds)."""
+    async def one(session: aiohttp.ClientSession, url: str) -> tuple[int, Any, dict[str, str], float]:
+        began = time.monotonic()
+        async with session.get(url) as r:
+            body = await r.json(content_type=None)
+            return r.status, body, dict(r.headers), time.monotonic() - began
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        return await asyncio.gather(*(one(session, u) for u in urls))
+
+
+def board_urls(base: str) -> list[str]:
+    """A mix of boards at a past ``as_of`` (the feed cannot change them), several sizes of each."""
+    def url(path: str, **q: Any) -> str:
+        return f"{base}{path}?{urllib.parse.urlencode({**q, 'as_of': MID})}"
+
+    out = []
+    for limit in (3, 5, 10, 20):
+        out += [url("/api/leaderboard", metric="gmv", window="5m", limit=limit),
+                url("/api/leaderboard", metric="views", window="today", limit=limit),
+                url("/api/regions", metric="gmv", window="today", level="county", limit=limit)]
+    out += [url("/api/series", metric="views", window="1h", streamer_id=s) for s in ("s0001", "s0002")]
+    return out
+
+
+def test_a_burst_gets_exact_boards_or_a_quick_429_and_flushing_keeps_its_cadence(served) -> None:
+    stack, worker, oracle, tmp = served
+    urls = board_urls(worker.url)
+    expected = {}
+    for u in urls:  # one at a time, nothing else running: the answers the burst must reproduce
+        status, body, _, _ = asyncio.run(fetch_all([u]))[0]
+        assert status == 200, (u, body)
+        expected[u] = body
+    start, end = oracle.window("5m", MID)
+    gmv5 = expected[urls[3 * 3]]  # limit 20
+    assert [(r["streamer_id"], r["score"]) for r in gmv5["rows"]] == oracle.board("gmv", start, end, limit=20)
+
+    feed_log = recent_log(tmp / "feed.jsonl.zst", 30_000, seed=31)
+    asked: list[str] = []
+    answers: list[tuple[int, Any, dict[str, str], float]] = []
+    with Feeder(stack.settings, feed_log, rate=2_000):  # 15 s of events: flushes have rows to write
+        base = consumed([worker])
+        wait_for(lambda: consumed([worker]) > base + 1_000, 30, "the feed being consumed")
+        flushes_before = metric_values(worker)["streamproc_flushes_total"]
+        began = time.monotonic()
+        while time.monotonic() - began < 4 * FLUSH_INTERVAL_S:  # waves of 100 at once, long enough to count flushes
+            asked += [urls[i % len(urls)] for i in range(100)]
+            answers += asyncio.run(fetch_all(asked[len(answers):]))
+        burst_s = time.monotonic() - began
+        flushes = metric_values(worker)["streamproc_flushes_total"] - flushes_before
+    statuses = [a[0] for a in answers]
+    print(f"\nburst: {len(answers)} requests in {burst_s:.2f}s, {statuses.count(200)} answered, "
+          f"{statuses.count(429)} refused, {flushes:.0f} flushes")
+    for url, (status, body, headers, seconds) in zip(asked, answers):
+        assert status in (200, 429), (status, body)
+        if status == 200:
+            assert body == expected[url], url
+        else:
+            assert body["error"].startswith("busy") and headers["Retry-After"] == "1", body
+            assert seconds < QUEUE_TIMEOUT_S + 5, seconds  # refused quickly, not after a long queue
+    assert statuses.count(200) >= len(urls) // 2  # the bound lets work through, not only refusals
+    assert flushes >= burst_s / FLUSH_INTERVAL_S / 2, (flushes, burst_s)
+    text = (tmp / "logs" / "worker-0.log").read_text()
+    assert "Traceback" not in text
+
+
+def test_identical_requests_share_one_answer(served) -> None:
+    _, worker, _, _ = served
+    url = f"{worker.url}/api/leaderboard?" + urllib.parse.urlencode({"metric": "likes", "window": "1h",
+                                                                    "as_of": MID, "limit": 7})
+    answers = asyncio.run(fetch_all([url] * 10))
+    assert all(a[0] == 200 for a in answers), answers
+    assert all(a[1] == answers[0][1] for a in answers)
+    assert sorted(a[2]["X-Cache"] for a in answers) == ["hit"] * 9 + ["miss"]  # one query for ten requests

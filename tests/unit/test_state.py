@@ -1,0 +1,172 @@
+"""Window assignment, lateness, money arithmetic and snapshot/restore of one partition's state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support import helpers
+from support.helpers import typed
+
+from streamproc.core.state import (
+    CLOSE,
+    ENTERS,
+    EVENTS,
+    GMV,
+    ITEMS,
+    LEAVES,
+    LIKES,
+    PAID,
+    PEAK,
+    REFUND,
+    REFUNDED,
+    TALLY_COLUMNS,
+    PartitionState,
+    Rules,
+)
+from streamproc.core.windows import is_late, window_closed, window_start
+from streamproc.ingest.events import Like, Order, View
+from streamproc.store.chdb import ChdbSink
+
+T0 = 1_763_900_000_000  # a window boundary (divisible by 10 s)
+
+
+def order(ts: int, oid: str, amount: int, qty: int, status: str, streamer: str = "s1") -> Order:
+    return typed(helpers.order(event_id=f"e-{oid}-{status}", ts=ts, streamer_id=streamer, order_id=oid,
+                               product_id="kiwi", quantity=qty, amount_fen=amount, status=status))
+
+
+def paid(ts: int, oid: str, amount: int, qty: int = 1, streamer: str = "s1") -> Order:
+    return order(ts, oid, amount, qty, "paid", streamer)
+
+
+def refund(ts: int, oid: str, amount: int, qty: int = 1) -> Order:
+    return order(ts, oid, amount, qty, "refunded")
+
+
+def like(ts: int, streamer: str, count: int) -> Like:
+    return typed(helpers.like(event_id=f"l{ts}", ts=ts, streamer_id=streamer, count=count))
+
+
+def view(ts: int, streamer: str, viewer: str, enter: bool) -> View:
+    return typed(helpers.view(event_id=f"v{ts}", ts=ts, streamer_id=streamer, viewer_id=viewer,
+                              action="enter" if enter else "leave"))
+
+
+def test_window_assignment_is_by_event_time() -> None:
+    assert window_start(T0, 10_000) == T0
+    assert window_start(T0 + 9_999, 10_000) == T0
+    assert window_start(T0 + 10_000, 10_000) == T0 + 10_000
+    assert window_start(T0 - 1, 10_000) == T0 - 10_000
+
+
+def test_lateness_is_relative_to_the_streamers_own_watermark() -> None:
+    assert not is_late(T0, None, 30_000)  # first event of a key
+    assert not is_late(T0 - 30_000, T0, 30_000)  # exactly at the bound: accepted
+    assert is_late(T0 - 30_001, T0, 30_000)
+    assert window_closed(T0, T0 + 40_000, 10_000, 30_000)
+    assert not window_closed(T0, T0 + 39_999, 10_000, 30_000)
+
+
+def test_late_events_are_refused_and_do_not_move_state() -> None:
+    st = PartitionState("live.likes", 0, Rules())
+    assert st.apply(0, like(T0 + 60_000, "s1", 1))
+    assert st.apply(1, like(T0 + 31_000, "s1", 2))  # 29 s behind: out of order, accepted
+    assert not st.apply(2, like(T0 + 29_000, "s1", 4))  # 31 s behind: late
+    assert st.apply(3, like(T0, "s2", 8))  # another streamer has its own watermark
+    assert st.offset == 3
+    assert st.windows[(T0 + 60_000, "s1")][LIKES] == 1
+    assert st.windows[(T0 + 30_000, "s1")][LIKES] == 2
+    assert (T0 + 20_000, "s1") not in st.windows
+    assert st.windows[(T0, "s2")][LIKES] == 8
+
+
+def test_orders_count_once_and_refunds_subtract_in_fen() -> None:
+    st = PartitionState("live.orders", 0, Rules())
+    st.apply(0, paid(T0 + 1, "o1", 3990, qty=2))
+    st.apply(1, paid(T0 + 1, "o1", 3990, qty=2))  # payment callback retried
+    st.apply(2, paid(T0 + 2, "o2", 12_800))
+    st.apply(3, refund(T0 + 3, "o1", 3990, qty=2))
+    st.apply(4, refund(T0 + 4, "o1", 3990, qty=2))  # refund notice retried
+    acc = st.windows[(T0, "s1")]
+    assert (acc[PAID], acc[REFUNDED], acc[ITEMS], acc[GMV], acc[REFUND], acc[EVENTS]) == (2, 1, 1, 12_800, 3990, 5)
+    assert all(type(v) is int for v in acc)  # fen stay integers, never floats
+    assert len(st.pending_orders) == 3  # first occurrences only
+
+
+def test_concurrent_viewers_run_in_log_order() -> None:
+    st = PartitionState("live.views", 0, Rules())
+    for off, (dt, viewer, enter) in enumerate([(0, "a", True), (1, "b", True), (2, "c", True), (3, "a", False),
+                                               (10_001, "d", True), (10_002, "b", False), (10_003, "c", False)]):
+        st.apply(off, view(T0 + dt, "s1", viewer, enter))
+    w0, w1 = st.windows[(T0, "s1")], st.windows[(T0 + 10_000, "s1")]
+    assert (w0[ENTERS], w0[LEAVES], w0[PEAK], w0[CLOSE]) == (3, 1, 3, 2)
+    assert (w1[ENTERS], w1[LEAVES], w1[PEAK], w1[CLOSE]) == (1, 2, 3, 1)
+    assert sorted(v for _, _, v in st.pending_viewers) == ["a", "b", "c", "d"]
+
+
+def test_failed_flush_keeps_everything_for_the_next_one() -> None:
+    st = PartitionState("live.orders", 0, Rules())
+    st.apply(0, paid(T0, "o1", 100))
+    snap = st.snapshot()
+    st.apply(1, paid(T0 + 1, "o2", 200))
+    st.flush_failed(snap)
+    again = st.snapshot()
+    assert again.offset == 1
+    assert [r[4] for r in again.orders] == ["o1", "o2"]
+    assert len(again.tallies) == 1 and again.tallies[0][4] == 1  # version = last applied offset
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> ChdbSink:
+    s = ChdbSink(tmp_path / "ch", "t")
+    s.apply_schema()
+    yield s
+    s.close()
+
+
+def test_snapshot_restore_round_trip_through_chdb(sink: ChdbSink) -> None:
+    rules = Rules()
+    st = PartitionState("live.orders", 3, rules, sink.load_window)
+    st.apply(10, paid(T0 + 5, "o1", 3990))
+    st.apply(11, paid(T0 + 15_000, "o2", 1000))
+    snap = st.snapshot()
+    sink.write([snap])
+    st.flush_done(snap)
+    st.apply(12, paid(T0 + 15_001, "o3", 500))  # applied but never flushed: lost with the process
+    snap2 = st.snapshot()  # taken, then the process "dies" before writing it
+    assert snap2 is not None
+
+    r = sink.restore("live.orders", 3, rules.window_ms, rules.lateness_ms, rules.order_dedupe_horizon_ms)
+    assert r.offset == 11
+    fresh = PartitionState("live.orders", 3, rules, sink.load_window)
+    fresh.restore(r.offset, r.windows, r.streamers, r.orders)
+    assert set(fresh.orders_seen) == {("o1", "paid"), ("o2", "paid")}
+    assert fresh.windows[(T0 + 10_000, "s1")][GMV] == 1000
+    # replaying from checkpoint + 1 reproduces the lost event exactly once; a duplicate stays out
+    fresh.apply(12, paid(T0 + 15_001, "o3", 500))
+    fresh.apply(13, paid(T0 + 5, "o1", 3990))
+    assert fresh.windows[(T0 + 10_000, "s1")][GMV] == 1500
+    assert fresh.windows[(T0, "s1")][GMV] == 3990
+
+
+def test_restore_trusts_rows_written_after_the_last_checkpoint(sink: ChdbSink) -> None:
+    """A crash between the window rows and the checkpoint: the rows' version is the resume point."""
+    st = PartitionState("live.likes", 0, Rules())
+    st.apply(0, like(T0, "s1", 5))
+    snap = st.snapshot()
+    sink.insert("tallies_10s", TALLY_COLUMNS, snap.tallies)
+    r = sink.restore("live.likes", 0, 10_000, 30_000, 3_600_000)
+    assert r.offset == 0 and r.windows[(T0, "s1")][LIKES] == 5
+
+
+def test_idle_closed_window_reopens_from_its_snapshot(sink: ChdbSink) -> None:
+    rules = Rules(idle_close_ms=0)
+    st = PartitionState("live.likes", 0, rules, sink.load_window)
+    st.apply(0, like(T0 + 1, "s1", 3))
+    snap = st.snapshot()
+    sink.write([snap])
+    assert st.flush_done(snap, now=10**9) == 1  # idle: closed and evicted
+    assert not st.windows
+    st.apply(1, like(T0 + 2, "s1", 4))  # still within lateness: the window comes back, not from zero
+    assert st.windows[(T0, "s1")][LIKES] == 7
