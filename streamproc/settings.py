@@ -1,68 +1,94 @@
 """One typed settings object, read from ``STREAMPROC_*`` environment variables.
 
-Every field here is also a CLI flag of the same name (``--lateness-ms`` for ``STREAMPROC_LATENESS_MS``) and
-is listed in the README, so that an operator finds one name everywhere.
+Every field here is also a CLI flag of the same name (``--lateness-ms`` for ``STREAMPROC_LATENESS_MS``) on
+the commands that read it, and is listed in docs/SETTINGS.md (generated from this file by
+``streamproc settings --markdown``), so that an operator finds one name everywhere. A default is written
+here and nowhere else: code that needs one reads it from ``Settings`` (a class attribute holds it).
+Secrets have no flag (it would show in ``ps`` and shell history): ``STREAMPROC_X`` or ``STREAMPROC_X_FILE``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 PREFIX = "STREAMPROC_"
 
 
+# The groups a setting belongs to, in the order help and docs list them. A command's --help shows the
+# groups it reads (COMMAND_GROUPS in streamproc/cli/settings_cli.py), so a group is part of a setting's meaning.
+GROUPS: dict[str, str] = {
+    "kafka": "Kafka connection",
+    "topics": "topic creation",
+    "consumer": "worker on Kafka (embedded broker, consumer group)",
+    "store": "ClickHouse store",
+    "rules": "event-time and size rules",
+    "processing": "worker processing (flushes, backpressure, rollups, change events)",
+    "boards": "leaderboards",
+    "web": "worker web API (address, token)",
+    "api": "worker web API load limits",
+    "logging": "logging",
+}
+
+
+def setting(default: Any, group: str, help: str, *, secret: bool = False) -> Any:
+    """A Settings field: its default (written here only), its group and the help every listing shows."""
+    return field(default=default, metadata={"group": group, "help": help, "secret": secret})
+
+
 @dataclass(frozen=True)
 class Settings:
-    # where events come from
-    kafka_bootstrap: str = field(default="", metadata={"help": "Kafka bootstrap servers; empty starts the embedded broker"})
-    embedded_broker_port: int = field(default=19092, metadata={"help": "port of the embedded Tansu broker"})
-    topic_prefix: str = field(default="", metadata={"help": "prefix for every topic name (tests use it to isolate runs)"})
-    group_id: str = field(default="streamproc", metadata={"help": "consumer group / Faust app id"})
-    group_instance_id: str = field(default="", metadata={"help": "static group membership id (e.g. the pod name): a restarted worker takes its partitions back without waiting for its old session to expire"})
-    kafka_security_protocol: str = field(default="PLAINTEXT", metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"})
-    kafka_sasl_mechanism: str = field(default="PLAIN", metadata={"help": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol)"})
-    kafka_sasl_username: str = field(default="", metadata={"help": "SASL user name"})
-    kafka_sasl_password: str = field(default="", metadata={"help": "SASL password (or STREAMPROC_KAFKA_SASL_PASSWORD_FILE)", "secret": True})
-    kafka_ssl_cafile: str = field(default="", metadata={"help": "CA bundle that signed the brokers' certificates (empty: system CAs)"})
-    kafka_ssl_certfile: str = field(default="", metadata={"help": "client certificate for mutual TLS (optional)"})
-    kafka_ssl_keyfile: str = field(default="", metadata={"help": "key of the client certificate (optional)"})
-    # where tallies go
-    clickhouse_url: str = field(default="", metadata={"help": "ClickHouse HTTP URL; empty uses embedded chDB"})
-    clickhouse_user: str = field(default="default", metadata={"help": "ClickHouse user"})
-    clickhouse_password: str = field(default="", metadata={"help": "ClickHouse password (or STREAMPROC_CLICKHOUSE_PASSWORD_FILE)", "secret": True})
-    clickhouse_database: str = field(default="streamproc", metadata={"help": "ClickHouse database"})
-    clickhouse_ca_file: str = field(default="", metadata={"help": "CA bundle to verify an https:// ClickHouse server (empty: system CAs)"})
-    clickhouse_timeout_s: float = field(default=5.0, metadata={"help": "seconds before a ClickHouse server request that got no answer fails (a flush is then retried), with a warning and streamproc_sink_timeouts_total; embedded chDB has none"})
-    streamers_file: str = field(default="", metadata={"help": "streamers dimension (CSV, JSON or JSON lines) loaded when the worker starts"})
-    data_dir: str = field(default=".streamproc", metadata={"help": "local state: chDB data in DATA_DIR/clickhouse, Faust files in DATA_DIR/faust"})
+    # Kafka: where events come from
+    kafka_bootstrap: str = setting("", "kafka", "Kafka bootstrap servers; empty: the worker and the demo start the embedded Tansu broker")
+    topic_prefix: str = setting("", "kafka", "prefix for every topic name (tests use it to isolate runs)")
+    kafka_security_protocol: str = setting("PLAINTEXT", "kafka", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str = setting("PLAIN", "kafka", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol)")
+    kafka_sasl_username: str = setting("", "kafka", "SASL user name")
+    kafka_sasl_password: str = setting("", "kafka", "SASL password", secret=True)
+    kafka_ssl_cafile: str = setting("", "kafka", "CA bundle that signed the brokers' certificates (empty: system CAs)")
+    kafka_ssl_certfile: str = setting("", "kafka", "client certificate for mutual TLS (optional)")
+    kafka_ssl_keyfile: str = setting("", "kafka", "key of the client certificate (optional)")
+    topics_file: str = setting("", "topics", "topic declarations (TOML: partitions, replication, config); empty: the bundled topics/topics.toml")
+    embedded_broker_port: int = setting(19092, "consumer", "port of the embedded Tansu broker (when no bootstrap servers are set)")
+    group_id: str = setting("streamproc", "consumer", "consumer group and Faust app id")
+    group_instance_id: str = setting("", "consumer", "static group membership id (e.g. the pod name): a restarted worker takes its partitions back without waiting for its old session to expire")
+    # ClickHouse: where tallies go
+    clickhouse_url: str = setting("", "store", "ClickHouse HTTP(S) URL; empty: embedded chDB in DATA_DIR/clickhouse")
+    clickhouse_user: str = setting("default", "store", "ClickHouse user (also the user `clickhouse-server` accepts)")
+    clickhouse_password: str = setting("", "store", "ClickHouse password", secret=True)
+    clickhouse_database: str = setting("streamproc", "store", "ClickHouse database")
+    clickhouse_ca_file: str = setting("", "store", "CA bundle to verify an https:// ClickHouse server (empty: system CAs)")
+    clickhouse_timeout_s: float = setting(5.0, "store", "seconds before a ClickHouse server request that got no answer fails (a flush is then retried), with a warning naming the statement and streamproc_sink_timeouts_total; embedded chDB runs in-process and has none")
+    data_dir: str = setting(".streamproc", "store", "local state: chDB data in DATA_DIR/clickhouse, Faust's files in DATA_DIR/faust, demo runs in DATA_DIR/demo")
     # event-time rules
-    lateness_ms: int = field(default=30_000, metadata={"help": "allowed lateness behind the streamer's own watermark, ms"})
-    max_future_ms: int = field(default=300_000, metadata={"help": "reject events this far ahead of their Kafka timestamp, ms"})
-    order_dedupe_horizon_ms: int = field(default=3_600_000, metadata={"help": "event-time span over which order ids are remembered"})
-    max_message_bytes: int = field(default=65_536, metadata={"help": "larger messages are dead-lettered as oversized"})
-    max_pack_lines: int = field(default=1_000, metadata={"help": "a pack (JSON lines in one message) with more lines is dead-lettered whole as oversized, so one message never yields more dead letters than this"})
-    idle_close_ms: int = field(default=15_000, metadata={"help": "wall time a window may sit untouched before it is closed"})
-    # flushing and backpressure
-    flush_interval_s: float = field(default=1.0, metadata={"help": "seconds between flushes of open windows"})
-    max_buffered_rows: int = field(default=200_000, metadata={"help": "pause consumption when this many rows await the sink"})
-    sink_retry_max_s: float = field(default=10.0, metadata={"help": "cap of the exponential backoff between sink retries"})
+    lateness_ms: int = setting(30_000, "rules", "allowed lateness behind the streamer's own watermark, ms")
+    max_future_ms: int = setting(300_000, "rules", "an event this far ahead of its record timestamp, or a record this far ahead of the reading worker's clock, is refused as future, ms")
+    order_dedupe_horizon_ms: int = setting(3_600_000, "rules", "event-time span over which order ids are remembered (and how late an order may still count), ms")
+    max_message_bytes: int = setting(65_536, "rules", "larger messages are dead-lettered as oversized")
+    max_pack_lines: int = setting(1_000, "rules", "a pack (JSON lines in one message) with more lines is dead-lettered whole as oversized, so one message never yields more dead letters than this")
+    # the worker's processing: windows, flushes, backpressure, rollups, change events
+    streamers_file: str = setting("", "processing", "streamers dimension (CSV, JSON array or JSON lines) the worker loads when it starts")
+    idle_close_ms: int = setting(15_000, "processing", "wall time a window may sit untouched in memory before it is closed, ms")
+    flush_interval_s: float = setting(1.0, "processing", "seconds between the starts of two flushes of open windows (a graceful stop flushes once more)")
+    max_buffered_rows: int = setting(200_000, "processing", "consumption pauses while this many rows await the sink")
+    sink_retry_max_s: float = setting(10.0, "processing", "cap of the exponential backoff between sink retries, s")
+    rollup_interval_s: float = setting(2.0, "processing", "seconds between rollup runs (10 s -> 1 min -> 1 h) in the worker; 0: none")
+    leaderboard_boards: str = setting("gmv:today:10", "processing", "boards whose changes go to live.leaderboard.changes: metric:window:N[:place=value],...")
+    leaderboard_changes_interval_s: float = setting(2.0, "processing", "seconds between evaluations of the watched boards; 0: none")
     # leaderboards
-    rollup_interval_s: float = field(default=2.0, metadata={"help": "seconds between rollup runs (10 s -> 1 min -> 1 h) in the worker; 0: none"})
-    conversion_min_viewers: int = field(default=10, metadata={"help": "unique viewers a room needs before its conversion is shown and ranked"})
-    leaderboard_boards: str = field(default="gmv:today:10", metadata={"help": "boards whose changes go to live.leaderboard.changes: metric:window:N[:place=value],..."})
-    leaderboard_changes_interval_s: float = field(default=2.0, metadata={"help": "seconds between evaluations of the watched boards; 0: none"})
-    # worker process
-    web_host: str = field(default="127.0.0.1", metadata={"help": "bind address of the worker web server"})
-    web_port: int = field(default=6066, metadata={"help": "port of the worker web server"})
-    api_max_concurrent: int = field(default=4, metadata={"help": "API answers computed at once (store queries in flight for the API); more wait, 0: no bound"})
-    api_queue_timeout_s: float = field(default=1.0, metadata={"help": "seconds an API request waits for a free slot before it gets 429 with Retry-After"})
-    web_token: str = field(default="", metadata={"help": "bearer token the web API requires (or STREAMPROC_WEB_TOKEN_FILE); empty: none", "secret": True})
-    log_level: str = field(default="info", metadata={"help": "log level"})
-    log_format: str = field(default="text", metadata={"help": "text, or json: one object per line, fields named like the metrics"})
+    conversion_min_viewers: int = setting(10, "boards", "unique viewers a room needs before its conversion is shown and ranked")
+    # the worker's web server
+    web_host: str = setting("127.0.0.1", "web", "bind address of the worker web server (and where `leaderboard` asks a worker that holds the store)")
+    web_port: int = setting(6066, "web", "port of the worker web server")
+    web_token: str = setting("", "web", "bearer token every web route then requires; empty: none", secret=True)
+    api_max_concurrent: int = setting(4, "api", "API answers computed at once (store queries in flight for the API); more wait; 0: no bound")
+    api_queue_timeout_s: float = setting(1.0, "api", "seconds an API request waits for a free slot before it gets 429 with Retry-After")
+    # logging
+    log_level: str = setting("info", "logging", "log level: debug, info, warning, error")
+    log_format: str = setting("text", "logging", "text, or json: one object per line, fields named like the metrics")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -101,6 +127,30 @@ class Settings:
             for f in fields(self)
         )
         return f"Settings({shown})"
+
+
+def env_name(f: Field[Any]) -> str:
+    """``STREAMPROC_LATENESS_MS`` for ``lateness_ms``: the variable that sets a field."""
+    return PREFIX + f.name.upper()
+
+
+def flag_name(f: Field[Any]) -> str | None:
+    """``--lateness-ms`` for ``lateness_ms``; None for a secret, which no command line may carry."""
+    return None if is_secret(f) else "--" + f.name.replace("_", "-")
+
+
+def is_secret(f: Field[Any]) -> bool:
+    return bool(f.metadata.get("secret"))
+
+
+def type_name(f: Field[Any]) -> str:
+    """``int``, ``float`` or ``str`` (the annotations are strings under ``from __future__``)."""
+    return f.type if isinstance(f.type, str) else f.type.__name__
+
+
+def fields_in(group: str) -> list[Field[Any]]:
+    """The fields of one group, in declaration order."""
+    return [f for f in fields(Settings) if f.metadata["group"] == group]
 
 
 def _coerce(type_name: Any, raw: str, name: str) -> Any:

@@ -11,6 +11,7 @@ stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -34,7 +35,7 @@ _QUERY_FLAGS = ("metric", "window", "start", "end", "as_of", *PLACES, "limit")
 def add_commands(add: AddCommand, settings_of: Callable[[argparse.Namespace], Settings]) -> None:
     """Register the commands on the main parser (``add`` is cli.build_parser's helper)."""
     lb = add("leaderboard", lambda a: cmd_leaderboard(a, settings_of(a)), "top streamers (or places) by a metric")
-    lb.add_argument("--metric", default="gmv", choices=METRICS)
+    lb.add_argument("--metric", default=PARAMS["metric"].default, choices=METRICS, help=PARAMS["metric"].help)
     lb.add_argument("--window", default=None, choices=WINDOWS, help=PARAMS["window"].help)
     for name in ("start", "end", "as_of", *PLACES):
         lb.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=PARAMS[name].help)
@@ -45,7 +46,7 @@ def add_commands(add: AddCommand, settings_of: Callable[[argparse.Namespace], Se
     lb.add_argument("--api", default=None, help="a worker's URL to ask (default: the sink, or the worker holding it)")
 
     st = add("streamers", lambda a: cmd_streamers(a, settings_of(a)), "manage the streamers dimension")
-    st.add_argument("action", choices=["load"])
+    st.add_argument("action", choices=["load"], help="load: upsert the rooms of FILE into the store")
     st.add_argument("file", help="CSV with a header, a JSON array or JSON lines: streamer_id, name, platform, "
                                  "province, county, village, category")
 
@@ -67,11 +68,12 @@ def _endpoint(args: argparse.Namespace) -> str:
 
 def fetch_board(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """The board, from the sink or (if a worker holds the embedded store, or --api is given) from a worker's API."""
-    from streamproc.web.openapi import ENDPOINTS
+    from streamproc.web.openapi import ENDPOINTS, choices
 
     raw = _raw_query(args)
     path = _endpoint(args)
-    req = parse(raw, ENDPOINTS[path][1])  # a bad flag fails here, before anything is opened
+    # a bad flag fails here, before anything is opened; the audience rule is the setting, as in the API
+    req = dataclasses.replace(parse(raw, ENDPOINTS[path][1], choices(path)), min_audience=settings.conversion_min_viewers)
     if args.api:
         return _from_api(args.api, path, raw, settings.web_token)
     try:
@@ -168,8 +170,8 @@ def _value(row: dict[str, Any], metric: str) -> str:
     if metric == "gmv":
         whole, _, frac = row["gmv_yuan"].partition(".")
         return f"¥{int(whole):,}.{frac}"
-    if metric == "conversion":
-        return f"{row['conversion'] * 100:.1f}%"
+    if metric == "conversion":  # None below STREAMPROC_CONVERSION_MIN_VIEWERS: shown as the page shows it
+        return "—" if row["conversion"] is None else f"{row['conversion'] * 100:.1f}%"
     return f"{int(row[metric]):,}"
 
 
@@ -195,7 +197,7 @@ def render(board: dict[str, Any], args: argparse.Namespace) -> str:
     elif args.rising:
         header = ["#", "streamer", "region", "rank", "places", "growth"]
         cells = [[str(i + 1), r["name"] or r["streamer_id"], " ".join(filter(None, (r["province"], r["county"]))),
-                  str(r["rank"]), f"{r['places_gained']:+d}", _growth(r["growth"], metric)]
+                  str(r["rank"]), "new" if r["places_gained"] is None else f"{r['places_gained']:+d}", _growth(r["growth"], metric)]
                  for i, r in enumerate(board["rows"])]
     else:
         header = ["#", "streamer", "id", "region", "category", metric]

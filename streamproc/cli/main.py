@@ -1,4 +1,5 @@
-"""The `streamproc` command. Every setting is a flag named like its STREAMPROC_* variable."""
+"""The `streamproc` command. Every setting is a flag named like its STREAMPROC_* variable, on the commands
+that read it (`streamproc COMMAND --help`); `streamproc --help-all` lists every setting."""
 
 from __future__ import annotations
 
@@ -8,45 +9,51 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
+from streamproc.cli.settings_cli import COMMAND_GROUPS, HelpAll, add_settings_flags, cmd_settings, settings_of
 from streamproc.logging_setup import configure as configure_logging
 from streamproc.settings import Settings
 
 
-def _settings_parser() -> argparse.ArgumentParser:
-    """Flags for every Settings field (``--lateness-ms`` for STREAMPROC_LATENESS_MS); unset flags defer to env."""
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("settings (each also read from STREAMPROC_<NAME>)")
-    for f in fields(Settings):
-        if f.metadata.get("secret"):  # a flag would show the secret in `ps` and shell history: env or *_FILE only
-            continue
-        kind = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-        g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None, help=f.metadata.get("help"))
-    return p
-
-
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
+    """The command's settings: its flags (``--lateness-ms``) over the environment (STREAMPROC_LATENESS_MS)."""
+    return settings_of(args)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from streamproc.runtime.worker import run_worker
+    """The worker; with no bootstrap set, on an embedded broker that lives exactly as long as it does.
 
-    settings = _settings(args)
-    if not settings.kafka_bootstrap:
-        from streamproc.runtime.broker import EmbeddedBroker
-        from streamproc.runtime.topics import create_topics
+    Exits 128 + the signal's number after a stop by SIGINT/SIGTERM/SIGHUP (docs/OPERATIONS.md, "Stopping"): the
+    worker's last flush first, then the broker, all within ``lifecycle.FORCE_AFTER_S``."""
+    from streamproc.runtime import lifecycle
 
-        with EmbeddedBroker(settings.embedded_broker_port) as broker:
-            settings = settings.replace(kafka_bootstrap=broker.bootstrap)
-            asyncio.run(create_topics(settings))
-            run_worker(settings)
-        return 0
-    run_worker(settings)
-    return 0
+    stopper = lifecycle.install()  # first: a signal during startup must stop what has started, in order
+    try:
+        from streamproc.runtime.worker import run_worker
+
+        settings = _settings(args)
+        if not settings.kafka_bootstrap:
+            from streamproc.runtime.broker import EmbeddedBroker
+            from streamproc.runtime.topics import create_topics
+
+            with EmbeddedBroker(settings.embedded_broker_port) as broker:
+                settings = settings.replace(kafka_bootstrap=broker.bootstrap)
+                asyncio.run(create_topics(settings))
+                status = run_worker(settings)  # the broker outlives the worker's last flush
+        else:
+            status = run_worker(settings)
+    except lifecycle.StopSignal as stop:  # before Faust ran: what had started is stopped on the way here
+        status = stop.status
+    except BaseException:
+        if not stopper.stopping:
+            raise
+        lifecycle.log.exception("failed while stopping")  # e.g. SIGHUP took the terminal, and with it stdout
+        status = stopper.status
+    if stopper.stopping:  # all stopped and closed: the budget is not spent on interpreter teardown
+        stopper.exit_now(status)
+    return status
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -57,6 +64,16 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    if args.action == "cluster-sql":
+        from streamproc.store.cluster import cluster_sql
+
+        sql = cluster_sql(_settings(args).clickhouse_database, args.cluster)
+        if args.out:
+            Path(args.out).write_text(sql)
+            print(f"wrote {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(sql)
+        return 0
     from streamproc.store import open_sink
 
     sink = open_sink(_settings(args))
@@ -108,26 +125,39 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streamproc.verify.demo import run_live, run_until_done
+    """The demo, live or self-checking. A stop signal stops the feed, the worker (its last flush), then
+    the broker, and exits 128 + the signal's number within ``lifecycle.FORCE_AFTER_S`` (docs/OPERATIONS.md, "Stopping")."""
+    from streamproc.runtime import lifecycle
 
-    settings = _settings(args)
-    if args.until_done or args.log:
-        from streamproc.verify.chaos import parse_chaos
+    stopper = lifecycle.install()  # first: a signal during startup must stop what has started, in order
+    try:
+        from streamproc.verify.demo import run_live, run_until_done
 
-        try:
-            chaos = parse_chaos(args.chaos)
-        except ValueError as exc:
-            print(f"streamproc demo: {exc}", file=sys.stderr)
+        settings = _settings(args)
+        if args.until_done or args.log:
+            from streamproc.verify.chaos import parse_chaos
+
+            try:
+                chaos = parse_chaos(args.chaos)
+            except ValueError as exc:
+                print(f"streamproc demo: {exc}", file=sys.stderr)
+                return 2
+            summary = run_until_done(settings, events=args.events, seed=args.seed, log=args.log, chaos=chaos)
+            print(json.dumps(summary, ensure_ascii=False))
+            print(f"read the boards of this run: {_leaderboard_command(settings)}", file=sys.stderr)  # stdout ends in the JSON
+            return 0 if summary["oracle_match"] else 1
+        if args.chaos:
+            print("streamproc demo: --chaos needs --until-done (the run must end in a reconcile)", file=sys.stderr)
             return 2
-        summary = run_until_done(settings, events=args.events, seed=args.seed, log=args.log, chaos=chaos)
-        print(json.dumps(summary, ensure_ascii=False))
-        print(f"read the boards of this run: {_leaderboard_command(settings)}", file=sys.stderr)  # stdout ends in the JSON
-        return 0 if summary["oracle_match"] else 1
-    if args.chaos:
-        print("streamproc demo: --chaos needs --until-done (the run must end in a reconcile)", file=sys.stderr)
-        return 2
-    run_live(settings, rate=args.rate, seed=args.seed)
-    return 0
+        run_live(settings, rate=args.rate, seed=args.seed)
+        return 0
+    except lifecycle.StopSignal as stop:  # every part is stopped on the way here (verify/demo.py)
+        stopper.exit_now(stop.status)  # the budget is not spent on interpreter teardown
+    except BaseException:
+        if not stopper.stopping:
+            raise
+        lifecycle.log.exception("failed while stopping")  # e.g. SIGHUP took the terminal, and with it stdout
+        stopper.exit_now(stopper.status)
 
 
 def _leaderboard_command(settings: Settings) -> str:
@@ -221,25 +251,40 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+_EPILOG = ("Only the settings this command reads are listed; `streamproc --help-all` lists every setting, "
+           "`streamproc settings` prints those in effect.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = _settings_parser()
+    from streamproc.store.cluster import CLUSTER
+
     p = argparse.ArgumentParser(prog="streamproc", description=__doc__)
+    p.add_argument("--help-all", action=HelpAll)
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, parents=[common], help=help)
+        """A command with the flags of the settings groups it reads (COMMAND_GROUPS) and no others."""
+        sp = sub.add_parser(name, help=help, description=help, epilog=_EPILOG)
+        sp.add_argument("--help-all", action=HelpAll)
         sp.set_defaults(fn=fn)
+        add_settings_flags(sp, COMMAND_GROUPS[name])
         return sp
 
     add("worker", cmd_worker, "run a Faust worker (embedded broker if no bootstrap is set)")
     t = add("topics", cmd_topics, "manage topics")
-    t.add_argument("action", choices=["create"])
+    t.add_argument("action", choices=["create"], help="create: create the declared topics that are missing (existing ones "
+                                                         "are left alone)")
     s = add("schema", cmd_schema, "manage the ClickHouse schema")
-    s.add_argument("action", choices=["apply"])
+    s.add_argument("action", choices=["apply", "cluster-sql"],
+                   help="apply: run the migrations the store has not applied yet; cluster-sql: the schema for a ClickHouse "
+                        "cluster (replicated, sharded), generated from the same migrations")
+    s.add_argument("--out", help="cluster-sql: write the script to this file (default: standard output)")
+    s.add_argument("--cluster", default=CLUSTER, help="cluster-sql: the cluster's name in remote_servers (default %(default)s)")
 
     g = add("generate", cmd_generate, "simulate a rural livestream platform")
-    g.add_argument("--events", type=int, default=100_000)
-    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--events", type=int, default=100_000, help="how many events (default %(default)s)")
+    g.add_argument("--seed", type=int, default=1,
+                   help="random seed: the same seed (and options) gives the same log, byte for byte (default %(default)s)")
     g.add_argument("--streamers", type=int, default=None,
                    help="rooms on the simulated platform (default 500; with --rate, as many as keep its clock at wall speed)")
     g.add_argument("--start-ms", type=int, default=None, help="event time of the first event (default: fixed, or now with --rate)")
@@ -249,17 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = add("clickhouse-server", cmd_clickhouse_server,
             "serve the embedded chDB store over ClickHouse's HTTP interface (several workers, dashboards)")
-    c.add_argument("--host", default="127.0.0.1")
-    c.add_argument("--port", type=int, default=8123)
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    c.add_argument("--port", type=int, default=8123, help="HTTP port (default %(default)s)")
     c.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM) ...")
     c.add_argument("--tls-key", help="... and this key")
 
     r = add("reconcile", cmd_reconcile, "compare the sink with the oracle over a recorded log")
-    r.add_argument("--log", required=True)
+    r.add_argument("--log", required=True, help="the recorded log (.jsonl, .jsonl.gz, .jsonl.zst) the store was fed from")
 
     d = add("demo", cmd_demo, "run the pipeline on embedded parts")
-    d.add_argument("--events", type=int, default=100_000)
-    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--events", type=int, default=100_000, help="with --until-done: how many events to feed (default %(default)s)")
+    d.add_argument("--seed", type=int, default=1, help="random seed of the generated events (default %(default)s)")
     d.add_argument("--rate", type=float, default=2000, help="events/s in the live demo")
     d.add_argument("--until-done", action="store_true", help="feed N events, reconcile, print one JSON line, exit")
     d.add_argument("--log", help="run a recorded log instead of generated events (implies --until-done)")
@@ -268,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "points; sink-outage=S makes the sink fail for S seconds mid-run (repeatable)")
 
     dl = add("deadletter", cmd_deadletter, "inspect dead letters and re-drive them once fixed")
-    dl.add_argument("action", choices=["export", "redrive"])
+    dl.add_argument("action", choices=["export", "redrive"],
+                    help="export: write dead letters as JSON lines; redrive: publish fixed ones to their original topics")
     dl.add_argument("--reason", action="append", default=[], help="only records with this reason (repeatable)")
     dl.add_argument("--out", help="export: write JSON lines here (default: standard output)")
     dl.add_argument("--from", dest="from_file", help="redrive: records from this JSON-lines file (default: the topic)")
@@ -294,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     progress_flags(rec)
 
     rp = add("replay", cmd_replay, "publish a recorded log to the topics, paced, filtered, re-timed")
-    rp.add_argument("file")
+    rp.add_argument("file", help="recorded log (.jsonl, .jsonl.gz, .jsonl.zst)")
     pace = rp.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, help="original pacing divided by this (default 1)")
     pace.add_argument("--rate", type=float, help="events per second")
@@ -314,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     im = add("import", cmd_import, "convert a public clickstream dataset into a recorded log")
     im.add_argument("input", help="CSV or JSON lines (.gz, .zst, .zip by extension)")
-    im.add_argument("--format", required=True, choices=FORMATS)
+    im.add_argument("--format", required=True, choices=FORMATS, help="the dataset's format")
     im.add_argument("--out", required=True, help="log file to write (.jsonl, .jsonl.gz, .jsonl.zst)")
     im.add_argument("--map", help="field-map file (TOML) for --format generic")
     im.add_argument("--from", dest="from_time", help="drop (and report) events before this time")
@@ -327,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     from streamproc.cli.boards import add_commands as add_leaderboard_commands
 
     add_leaderboard_commands(add, _settings)  # leaderboard, streamers load
+
+    se = add("settings", cmd_settings, "print the settings in effect (secrets masked), or their documentation")
+    se.add_argument("--markdown", action="store_true",
+                    help="print every setting as docs/SETTINGS.md (the defaults, not the values in effect)")
     return p
 
 

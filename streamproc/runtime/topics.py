@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,8 @@ class TopicSpec:
 
 
 def load_specs(path: str | Path | None = None) -> list[TopicSpec]:
-    path = Path(path or os.environ.get("STREAMPROC_TOPICS_FILE") or SPEC_FILE)
+    """The topic declarations: ``path``, else STREAMPROC_TOPICS_FILE (``Settings.topics_file``), else the bundled file."""
+    path = Path(path or Settings.from_env().topics_file or SPEC_FILE)
     doc = tomllib.loads(path.read_text())
     rf = int(doc.get("defaults", {}).get("replication_factor", 1))
     return [
@@ -45,7 +45,7 @@ def partitions_of(name: str) -> int:
 
 async def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> dict[str, str]:
     """Create missing topics; an existing topic is left alone. Returns name -> "created" | "exists"."""
-    specs = specs or load_specs()
+    specs = specs or load_specs(settings.topics_file or None)
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:

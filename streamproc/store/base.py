@@ -44,6 +44,9 @@ from streamproc.resources import data_path
 log = logging.getLogger(__name__)
 
 DDL_DIR = data_path("schemas/clickhouse")
+# The ledger of applied migrations; store/cluster.py turns this same statement into its cluster form.
+MIGRATIONS_TABLE_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime DEFAULT now()) "
+                        "ENGINE = ReplacingMergeTree ORDER BY name")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TIME_COLUMNS = {"window_start", "max_ts", "ts"}  # DateTime64(3): sent as seconds with a fraction
 _ACC_SELECT = (
@@ -143,10 +146,7 @@ class Sink(ABC):
         """Run the numbered migrations not yet applied; safe to call on every start."""
         self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self.use_database()
-        self.command(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime DEFAULT now()) "
-            "ENGINE = ReplacingMergeTree ORDER BY name"
-        )
+        self.command(MIGRATIONS_TABLE_DDL)
         done = {r[0] for r in self.rows("SELECT name FROM schema_migrations")}
         applied = []
         for path in sorted(ddl_dir.glob("*.sql")):

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 
+from streamproc.settings import Settings
 from streamproc.store.base import INSERT_FORMAT, Sink, is_reading
 from streamproc.store.lock import StoreLock
 
@@ -71,7 +72,7 @@ class WriterFirstLock:
 class ChdbSink(Sink):
     visibility_lag_ms = 0  # one process, statements one at a time: a write is visible when its call returns
 
-    def __init__(self, path: str | Path, database: str = "streamproc") -> None:
+    def __init__(self, path: str | Path, database: str = Settings.clickhouse_database) -> None:
         """Open the store at ``path``; StoreBusy if another process holds it.
 
         The database is used if it exists but not created: a reader must not leave an empty store

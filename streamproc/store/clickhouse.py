@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import urllib3.exceptions
 
 from streamproc import metrics
+from streamproc.settings import Settings
 from streamproc.store.base import INSERT_FORMAT, Sink, is_reading
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ T = TypeVar("T")
 
 
 class ClickHouseSink(Sink):
-    def __init__(self, url: str, database: str = "streamproc", user: str = "default", password: str = "", *,
-                 ca_file: str = "", timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, database: str = Settings.clickhouse_database, user: str = Settings.clickhouse_user,
+                 password: str = "", *, ca_file: str = "", timeout_s: float = Settings.clickhouse_timeout_s) -> None:
         super().__init__(database)
         u = urlparse(url)
         if u.scheme not in ("http", "https"):

@@ -21,6 +21,8 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDict
 
+from streamproc.settings import Settings
+
 log = logging.getLogger(__name__)
 
 # URL parameters that steer the HTTP layer, not the query.
@@ -38,7 +40,7 @@ _CODE_RE = re.compile(r"Code:\s*(\d+)")
 class ChdbHttpServer:
     """Serve one chDB data path over HTTP on 127.0.0.1 (by default)."""
 
-    def __init__(self, path: str | Path, *, user: str = "default", password: str = "") -> None:
+    def __init__(self, path: str | Path, *, user: str = Settings.clickhouse_user, password: str = "") -> None:
         import chdb
 
         Path(path).mkdir(parents=True, exist_ok=True)
@@ -144,7 +146,7 @@ def _decompress(body: bytes, encoding: str) -> bytes:
     raise ValueError(f"unsupported Content-Encoding {encoding}")
 
 
-def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8123, user: str = "default", password: str = "",
+def serve(path: str | Path, host: str = "127.0.0.1", port: int = 8123, user: str = Settings.clickhouse_user, password: str = "",
           tls_cert: str | None = None, tls_key: str | None = None) -> None:
     """Run until interrupted; `streamproc clickhouse-server` calls this. HTTPS when given a certificate."""
     ssl_context = None
