@@ -2,8 +2,9 @@
 
 Names follow Prometheus conventions: base units (seconds), ``_total`` on counters, ``_seconds`` on
 durations; money is integer fen (``_fen_total``) as everywhere in streamproc. Labels are bounded (topic,
-event type, reason, partition): nothing per streamer, viewer or order, so the series count does not grow
-with the platform.
+event type, reason, partition, a web route's template and status): nothing per streamer, viewer, order or
+client path, so the series count does not grow with the platform. Besides ``streamproc_*``, the
+registry carries the standard ``process_*`` and ``python_info`` of prometheus-client.
 
 None of this runs per event. The processor counts a fetched batch in plain ints and adds it here once
 (``count_batch``); everything about a flush is recorded after the flush (``record_flush``); gauges that
@@ -15,13 +16,22 @@ see the first event, and an absent series means a missing worker, not a quiet on
 from __future__ import annotations
 
 import bisect
+import math
 import platform
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -94,6 +104,29 @@ class FlushHistogram(Collector):
             self.counts = [a + b for a, b in zip(self.counts, counts)]
             self.total += total
 
+    def observe_spans(self, spans: Iterable[tuple[int, int, int]], now: float) -> None:
+        """``(n, first_ms, last_ms)``: ``n`` observations of ``now`` minus timestamps spread evenly from
+        ``first_ms`` to ``last_ms`` (a fetched batch of messages), bucketed by arithmetic, not one by one."""
+        bounds = self.bounds
+        counts, total = [0] * len(self.counts), 0.0
+        for n, first_ms, last_ms in spans:
+            lo, hi = sorted((max(0.0, now - last_ms / 1000), max(0.0, now - first_ms / 1000)))
+            width, below = hi - lo, 0
+            total += n * (lo + hi) / 2
+            for i, bound in enumerate(bounds):
+                if bound < lo:
+                    continue
+                # how many of the n evenly spread values (lo + width * (j + 0.5) / n) are <= bound
+                k = n if width == 0 or bound >= hi else min(n, max(0, math.floor(n * (bound - lo) / width - 0.5) + 1))
+                counts[i] += k - below
+                below = k
+                if k == n:
+                    break
+            counts[-1] += n - below
+        with self._lock:
+            self.counts = [a + b for a, b in zip(self.counts, counts)]
+            self.total += total
+
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             counts, total = list(self.counts), self.total
@@ -106,8 +139,15 @@ class FlushHistogram(Collector):
 
 FRESHNESS = FlushHistogram(
     "streamproc_freshness_seconds",
-    "Per window row written: flush completion (row visible) minus the newest event time in the row",
+    "Event clock, per window row written: flush completion (row visible) minus the newest event time in the row "
+    "(producer delay included)",
     buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300, 900, 3600), registry=REGISTRY)
+APPEND_FRESHNESS = FlushHistogram(
+    "streamproc_append_freshness_seconds",
+    "Append clock, per message: flush completion (visible on the boards) minus its record timestamp (the broker's "
+    "append time on topics with LogAppendTime); spread evenly within each fetched batch",
+    buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5, 7.5, 10, 15, 30, 60, 120, 300, 900, 3600),
+    registry=REGISTRY)
 PAUSED = Gauge("streamproc_consumption_paused", "1 while consumption waits for the sink to drain its buffer",
                registry=REGISTRY)
 
@@ -123,6 +163,29 @@ ORDERS_REFUNDED = Counter("streamproc_orders_refunded_total", "Refunds counted (
                           registry=REGISTRY)
 GMV_PAID = Counter("streamproc_gmv_paid_fen_total", "Amount of counted paid orders, fen", registry=REGISTRY)
 GMV_REFUNDED = Counter("streamproc_gmv_refunded_fen_total", "Amount of counted refunds, fen", registry=REGISTRY)
+
+# -- the web server (counted by web/errors.py, which sees every response) -------------------------------
+API_REQUESTS = Counter(
+    "streamproc_api_requests_total",
+    "Responses of the worker's web server (API, page, /status, /metrics), by route template and HTTP status; "
+    "route=unmatched: no route serves the path, route=malformed: refused before routing", ["route", "status"],
+    registry=REGISTRY)
+API_SECONDS = Histogram(
+    "streamproc_api_request_seconds", "Time to answer a request of the worker's web server, by route template",
+    ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)
+
+
+def count_response(route: str, status: int, seconds: float) -> None:
+    """One response of the web server. ``route`` is a route's template, never a client's path: the
+    label must stay bounded whatever clients ask."""
+    API_REQUESTS.labels(route, str(status)).inc()
+    API_SECONDS.labels(route).observe(seconds)
+
+
+# -- the process: process_* (CPU, memory, open files; Linux) and python_info, as on the default registry,
+# which this custom registry would otherwise go without
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
 
 BUILD_INFO = Gauge("streamproc_build_info", "Version of streamproc and Python; always 1", ["version", "python"],
                    registry=REGISTRY)
@@ -154,17 +217,22 @@ def count_rejection(reason: str) -> None:
     _REJECTED[reason].inc()
 
 
-def record_flush(snaps: Sequence[Snapshot], duration_s: float, now: float | None = None) -> int:
+def record_flush(snaps: Sequence[Snapshot], duration_s: float, now: float | None = None,
+                 appended: Iterable[tuple[int, int, int]] = ()) -> int:
     """Everything a successful flush tells: rows, duration, freshness and the orders it made visible.
 
-    Freshness is observed once per window row: ``now`` (the flush has completed, the row is visible)
-    minus the newest event time in that row, i.e. how old the newest data of each updated window was
-    when readers could first see it. Clock skew that puts an event ahead of ``now`` counts as 0.
+    Two clocks (docs/OPERATIONS.md, "Observability"). Append clock: once per message this flush made visible, ``now``
+    minus its record timestamp; ``appended`` holds ``(messages, first_ms, last_ms)`` per applied batch
+    (``Processor.take_appended``), spread evenly between its first and last record timestamp. Event
+    clock: once per window row, ``now`` (the flush has completed, the row is visible) minus the newest
+    event time in that row, i.e. how old the newest data of each updated window was when readers could
+    first see it. Clock skew that puts a timestamp ahead of ``now`` counts as 0.
     Orders are counted here rather than when applied, so the counters say what the sink holds.
     Returns the number of window rows written.
     """
     now = time.time() if now is None else now
     FRESHNESS.observe_many([max(0.0, now - row[_MAX_TS] / 1000) for snap in snaps for row in snap.tallies])
+    APPEND_FRESHNESS.observe_spans(appended, now)
     rows = 0
     paid = refunded = paid_fen = refunded_fen = 0
     for snap in snaps:

@@ -9,7 +9,7 @@ by the query layer, and the only identifiers (metric, window, level) come from f
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Mapping
 
@@ -20,7 +20,7 @@ from streamproc.settings import Settings
 METRICS = ("gmv", "orders", "views", "unique_viewers", "buyers", "likes", "concurrent_viewers", "conversion")
 DEFAULT_MIN_AUDIENCE = Settings.conversion_min_viewers  # unique viewers below which conversion is not shown
 WINDOWS = ("1m", "5m", "1h", "today", "session")
-PLACES = ("province", "county", "village", "category")  # filters, and the levels a board groups by
+PLACES = ("province", "county", "village", "category", "platform")  # filters, and the levels a board groups by
 RISING_BY = ("value", "rank")
 
 MAX_LIMIT = 100
@@ -59,7 +59,7 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("metric", "enum", "what to rank by; buyers = distinct paying viewers; conversion = buyers per unique viewer "
           "(shown only from a minimum audience)", METRICS, default="gmv"),
     Param("window", "enum", "1m, 5m, 1h of event time ending at as_of; today = the Asia/Shanghai calendar day of "
-          "as_of; session = each streamer's current live broadcast", WINDOWS, default="5m"),
+          "as_of; session = each streamer's current live broadcast (leaderboard only)", WINDOWS, default="5m"),
     Param("start", "time", "explicit range start (with end, instead of window); " + _TIME_HELP),
     Param("end", "time", "explicit range end, exclusive; " + _TIME_HELP),
     Param("as_of", "time", "end of the window; default: the end of the newest 10 s window in the data; " + _TIME_HELP),
@@ -67,9 +67,10 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("county", "place", "only streamers whose county starts with this"),
     Param("village", "place", "only streamers whose village starts with this"),
     Param("category", "place", "only streamers of this category (fruit, tea, ...)"),
+    Param("platform", "place", "only streamers of this platform (taobao, douyin, kuaishou), exactly"),
     Param("streamer_id", "id", "one streamer"),
     Param("limit", "int", f"rows to return, 1..{MAX_LIMIT}", lo=1, hi=MAX_LIMIT, default=10),
-    Param("spark", "int", f"add a per-minute GMV sparkline of this many minutes to each row (0..{MAX_SPARK_MIN})",
+    Param("spark", "int", f"add a per-minute sparkline of the board's metric, this many minutes, to each row (0..{MAX_SPARK_MIN})",
           lo=0, hi=MAX_SPARK_MIN, default=0),
     Param("level", "enum", "region level to group by", PLACES, default="county"),
     Param("by", "enum", "rising: rank by growth of the metric value or by places gained", RISING_BY, default="value"),
@@ -78,21 +79,22 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
 
 @dataclass(frozen=True)
 class Filters:
-    """Who is on a board; empty means no restriction. Places match by prefix, category exactly."""
+    """Who is on a board; empty means no restriction. Places match by prefix, category and platform exactly."""
 
     province: str = ""
     county: str = ""
     village: str = ""
     category: str = ""
     streamer_id: str = ""
+    platform: str = ""
 
     def params(self) -> dict[str, str]:
         return {"f_province": self.province, "f_county": self.county, "f_village": self.village,
-                "f_category": self.category, "f_streamer": self.streamer_id}
+                "f_category": self.category, "f_streamer": self.streamer_id, "f_platform": self.platform}
 
     @property
     def any_place(self) -> bool:
-        return bool(self.province or self.county or self.village or self.category)
+        return bool(self.province or self.county or self.village or self.category or self.platform)
 
 
 @dataclass(frozen=True)
@@ -158,13 +160,21 @@ def _check(p: Param, raw: str) -> str | int:
     return raw
 
 
-def parse(raw: Mapping[str, str], allowed: Iterable[str]) -> Request:
-    """Validate ``raw`` (query-string values) against the parameters ``allowed`` for one endpoint."""
+def parse(raw: Mapping[str, str], allowed: Iterable[str],
+          choices: Mapping[str, tuple[str, ...]] | None = None) -> Request:
+    """Validate ``raw`` (query-string values) against the parameters ``allowed`` for one endpoint.
+
+    ``choices`` narrows an enum parameter to the values this endpoint answers (``window=session`` is a
+    leaderboard of its own): the API's description lists the same narrowed sets (``web/openapi.py``),
+    so what it offers is what passes here.
+    """
     allowed = set(allowed)
     for name in raw:
         if name not in allowed:
             raise BadParameter(name, f"unknown parameter; allowed: {', '.join(sorted(allowed))}")
-    v = {name: _check(PARAMS[name], value) for name, value in raw.items()}
+    narrowed = choices or {}
+    v = {name: _check(replace(PARAMS[name], choices=narrowed[name]) if name in narrowed else PARAMS[name], value)
+         for name, value in raw.items()}
     start, end, as_of = v.get("start"), v.get("end"), v.get("as_of")
     if (start is None) != (end is None):
         raise BadParameter("start" if start is None else "end", "an explicit range needs both start and end")

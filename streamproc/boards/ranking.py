@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from streamproc.boards.clock import Clock, clock, not_session, resolve, window_label
 from streamproc.boards.params import Request
@@ -133,10 +133,31 @@ def regions(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
     return Board(req.metric, window_label(req.time), start, end, out)
 
 
+def rising_order(by: str) -> Callable[[dict[str, Any]], tuple]:
+    """The order of a rising board. ``value``: growth, most first (a newcomer's from 0), then rank.
+    ``rank``: those who gained places, most first; then the newcomers; then those who held or lost
+    places, least lost first; each then by rank. A newcomer entered the board, which is more than
+    holding a place and less than a measured climb."""
+    if by == "value":
+        return lambda m: (-m["growth"], m["rank"])
+
+    def by_rank(m: dict[str, Any]) -> tuple:
+        gained = m["places_gained"]
+        if gained is None:
+            return (1, 0, m["rank"])
+        return (0 if gained > 0 else 2, -gained, m["rank"])
+
+    return by_rank
+
+
 def rising(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
     """Streamers whose metric (``by=value``) or rank (``by=rank``) grew most against the previous
-    window of equal length. Ranks are over every streamer on the (filtered) board; one absent from
-    the previous board counts as ranked just below its last place."""
+    window of equal length. Ranks are over every streamer on the (filtered) board.
+
+    A newcomer (absent from the previous board) had no rank to gain places from: ``new`` true,
+    ``prev_rank`` and ``places_gained`` null, ``prev_score`` 0 and its growth from 0. Counting it as
+    ranked just below the previous last place, as before, gave a newcomer ranked below that a negative
+    gain: it showed as falling on its first appearance. Order: ``rising_order``."""
     clk = clk or clock(sink)
     spec = not_session(req.time)
     start, end = resolve(spec, clk)
@@ -160,14 +181,13 @@ def rising(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
     cur, prev = ranked("c", cur_t), ranked("p", prev_t)
     prev_rank = {sid: i + 1 for i, (_, sid) in enumerate(prev)}
     prev_score = {sid: v for v, sid in prev}
-    unranked = len(prev) + 1
     moves = []
     for i, (v, sid) in enumerate(cur):
-        pr = prev_rank.get(sid, unranked)
-        moves.append({"streamer_id": sid, "rank": i + 1, "prev_rank": prev_rank.get(sid), "places_gained": pr - (i + 1),
+        pr = prev_rank.get(sid)
+        moves.append({"streamer_id": sid, "rank": i + 1, "new": pr is None, "prev_rank": pr,
+                      "places_gained": None if pr is None else pr - (i + 1),
                       "score": v, "prev_score": prev_score.get(sid, 0.0), "growth": v - prev_score.get(sid, 0.0)})
-    key = (lambda m: (-m["growth"], m["rank"])) if req.by == "value" else (lambda m: (-m["places_gained"], m["rank"]))
-    top = sorted(moves, key=key)[: req.limit]
+    top = sorted(moves, key=rising_order(req.by))[: req.limit]
     if req.metric != "conversion":
         for m in top:
             for k in ("score", "prev_score", "growth"):

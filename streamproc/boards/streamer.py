@@ -9,6 +9,7 @@ from streamproc.boards.params import DEFAULT_MIN_AUDIENCE, Filters, Request, Tim
 from streamproc.boards.ranking import leaderboard
 from streamproc.boards.scores import DIM, dimension_of
 from streamproc.boards.sessions import session_board
+from streamproc.boards.tiles import tally_rows, tile_params, tiles
 from streamproc.store import Sink
 
 
@@ -33,6 +34,19 @@ def streamer(sink: Sink, streamer_id: str, spec: TimeSpec, clk: Clock | None = N
         "session": ({"start": session.rows[0]["session_start"], "session_id": session.rows[0]["session_id"],
                      "totals": _metrics_only(session.rows[0])} if session.rows else None),
     }
+
+
+def known(sink: Sink, streamer_id: str, start: int, end: int, clk: Clock) -> bool:
+    """Whether ``streamer_id`` is a streamer an answer about it can speak of: in the streamers dimension,
+    or with data in [start, end), the range the answer reads. Every answer that names one streamer uses
+    this rule (``streamer`` below reads two ranges, its window and its broadcast), so an unknown id is a
+    404 everywhere rather than a board of zeros here and a 404 there. "Data anywhere, ever" is not asked:
+    it would scan every level of every streamer for each unknown id."""
+    t = tiles(start, end, clk)
+    params = {**tile_params("c", t), **Filters(streamer_id=streamer_id).params()}
+    (n,), = sink.rows("SELECT (SELECT count() FROM streamers WHERE streamer_id = {f_streamer:String}) + "
+                      f"(SELECT count() FROM (SELECT 1 FROM ({tally_rows('c', t)}) LIMIT 1))", params)
+    return int(n) > 0
 
 
 _METRIC_KEYS = ("gmv_fen", "gmv_yuan", "orders", "views", "likes", "unique_viewers", "buyers", "concurrent_viewers",

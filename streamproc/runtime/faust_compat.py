@@ -1,12 +1,15 @@
-"""Every use of a Faust or aiokafka private name, in one place, written against pinned versions.
+"""Every use of a Faust, aiokafka or aiohttp private name, in one place, written against pinned versions.
 
-The worker needs three things Faust has no public door for: a fetch loop that hands agents whole
+The worker needs four things Faust has no public door for: a fetch loop that hands agents whole
 per-partition batches, committing offsets it chose itself (checkpoints in ClickHouse are the truth;
-Faust never commits on its own here), and a middleware on the web server (the bearer token). Each is
-done here and nowhere else, and ``tests/test_faust_compat.py`` checks every name this module touches,
-so an upgrade of faust-streaming or aiokafka fails a test instead of production.
+Faust never commits on its own here), middlewares on the web server (the bearer token, JSON errors and
+request metrics), and an answer of its own to the requests aiohttp refuses before any middleware runs.
+Each is done here and nowhere else, and the contract tests check every name this module touches
+(``PRIVATE_NAMES`` and ``WEB_PRIVATE_NAMES``: ``tests/unit/test_faust_compat.py``), so an upgrade of
+faust-streaming, aiokafka or aiohttp fails a test instead of production.
 
-Written against faust-streaming ``PINNED["faust"]`` and aiokafka ``PINNED["aiokafka"]`` (pyproject.toml).
+Written against faust-streaming ``PINNED["faust"]``, aiokafka ``PINNED["aiokafka"]`` (pyproject.toml)
+and aiohttp ``PINNED["aiohttp"]`` (constraints.txt).
 
 **Batches.** Faust's fetch loop awaits once per message (``wait_first`` on the callback and the flow
 signal) and wraps each record in a Message and an Event before an agent sees it; at livestream-peak
@@ -14,6 +17,14 @@ rates that per-message machinery costs more than the work itself. ``BatchConsume
 else of Faust — group membership, the assignor, rebalance signals, pausing, seeking, read offsets — and
 replaces only the drain loop: each fetch's records for one partition go to that topic's agent as one
 ``Batch``.
+
+**Refused requests.** A request aiohttp cannot parse — a URL or a header over its limits, too many
+headers, bad syntax — never reaches the application: aiohttp's connection handler answers it with a
+text/plain 400 and logs an ERROR with a traceback, and does the same (500) for an exception that escaped
+every middleware. ``answer_refused_requests`` gives Faust's web server a connection handler whose
+``handle_error`` asks the web layer for the answer instead (JSON, like every error of the API), with a
+status that says what was wrong (414 URL too long, 431 header too long or too many, 400 otherwise), and
+logs one WARNING line without a traceback: a client's mistake is no fault of the server.
 """
 
 from __future__ import annotations
@@ -23,15 +34,27 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import faust
+from aiohttp import web
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-PINNED = {"faust": "0.15.3", "aiokafka": "0.14.0"}
+
+PINNED = {"faust": "0.15.3", "aiokafka": "0.14.0", "aiohttp": "3.14.5"}
 # The private names used below, by owner; the contract test checks each one exists.
 PRIVATE_NAMES = {
     AIOKafkaConsumer: ("_drain_messages", "_stopped", "_read_offset", "_wait_next_records", "_commit"),
     faust.App: ("_new_transport", "_new_consumer"),
+}
+# The same for the web server's refusals (``answer_refused_requests``): on the Faust web driver an
+# instance attribute, on aiohttp's classes methods (``handle_error`` and ``_make_server`` are overridden)
+# and the server's instance attributes read to build a handler as aiohttp's own ``Server.__call__`` does.
+WEB_PRIVATE_NAMES = {
+    AiohttpWeb: ("_runner",),
+    web.AppRunner: ("_make_server",),
+    web.Server: ("_loop", "_kwargs"),
+    web.RequestHandler: ("handle_error",),
 }
 
 
@@ -117,3 +140,57 @@ async def commit(app: faust.App, offsets: Mapping[TP, int]) -> None:
 def add_middleware(app: faust.App, middleware: Any) -> None:
     """Put an aiohttp middleware in front of every route of Faust's web server."""
     app.web.web_app.middlewares.append(middleware)
+
+
+# -- requests aiohttp refuses before the application sees them --------------------------------------------
+
+Refuse = Callable[[web.BaseRequest, int, "BaseException | None", int], web.StreamResponse]
+# (request, aiohttp's status, its exception, its header-count limit) -> the response to send
+
+
+class _RefusingHandler(web.RequestHandler):
+    """aiohttp's connection handler, whose own error answers come from ``refuse``."""
+
+    refuse: Refuse
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as aiohttp: a response is under way, nothing else can be sent
+            raise ConnectionError(f"response already started; cannot answer {status}")
+        response = self.refuse(request, status, exc, self.max_headers)
+        response.force_close()
+        return response
+
+
+class _RefusingServer(web.Server):
+    """aiohttp's server (the protocol factory) as the runner made it, handing out ``_RefusingHandler``s."""
+
+    def __init__(self, made: web.Server, refuse: Refuse) -> None:
+        super().__init__(made.request_handler, request_factory=made.request_factory,
+                         handler_cancellation=made.handler_cancellation, loop=made._loop, **made._kwargs)
+        self.refuse = refuse
+
+    def __call__(self) -> web.RequestHandler:
+        handler = _RefusingHandler(self, loop=self._loop, **self._kwargs)
+        handler.refuse = self.refuse
+        return handler
+
+
+class _RefusingRunner(web.AppRunner):
+    __slots__ = ("refuse",)
+
+    def __init__(self, app: web.Application, refuse: Refuse, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.refuse = refuse
+
+    async def _make_server(self) -> web.Server:
+        return _RefusingServer(await super()._make_server(), self.refuse)
+
+
+def answer_refused_requests(app: faust.App, refuse: Refuse, max_url_bytes: int, max_header_bytes: int) -> None:
+    """Have ``refuse`` answer what aiohttp answers by itself (see the module docstring), with URLs up to
+    ``max_url_bytes`` and headers up to ``max_header_bytes``. Call before the worker starts: it replaces
+    the runner of Faust's web server, which is made then (``access_log=None``, as Faust's own)."""
+    driver = app.web
+    driver._runner = _RefusingRunner(driver.web_app, refuse, access_log=None, max_line_size=max_url_bytes,
+                                     max_field_size=max_header_bytes)

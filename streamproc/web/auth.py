@@ -46,7 +46,7 @@ def bearer_middleware(token: str) -> Any:
             response = web.HTTPFound("/")  # drop the token from the address bar and history
             response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
             return response
-        return web.json_response({"error": "unauthorized: send Authorization: Bearer <STREAMPROC_WEB_TOKEN>"},
-                                 status=401, headers={"WWW-Authenticate": 'Bearer realm="streamproc"'})
+        return web.json_response({"error": "unauthorized: send Authorization: Bearer <STREAMPROC_WEB_TOKEN>",
+                                  "status": 401}, status=401, headers={"WWW-Authenticate": 'Bearer realm="streamproc"'})
 
     return require_token

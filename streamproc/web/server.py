@@ -6,7 +6,8 @@ parameters are a 400 naming the parameter) and then asks ``queries`` through the
 (``read_gate``): the sink's blocking calls run in a thread, so the event loop keeps consuming; identical
 requests share one answer for half a flush interval (``X-Cache: hit``); a few answers are computed at
 once and a request that finds no slot in time gets 429 with Retry-After, so readers never starve the
-flush. The page is plain files from ``static/``, no build step.
+flush. The page is plain files from ``static/``, no build step. Every error is JSON with its status
+(``web/errors.py``); an answer about one streamer that is unknown is a 404 naming ``streamer_id``.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from streamproc.boards import queries
 from streamproc.boards.params import BadParameter, Request, parse
 from streamproc.settings import Settings
 from streamproc.store import Sink
-from streamproc.web.openapi import ENDPOINTS, openapi
+from streamproc.web.errors import error_body
+from streamproc.web.openapi import ENDPOINTS, choices, openapi
 from streamproc.web.read_gate import RETRY_AFTER_S, Busy, ReadGate
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-_CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+_CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
+                  ".txt": "text/plain"}  # .txt: the licence of a vendored file, served beside it
 
 
 def _json(view: Any, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -46,7 +49,14 @@ def _request(path: str, request: Any, min_audience: int) -> Request:
         if k in raw:
             raise BadParameter(k, "given more than once")
         raw[k] = v
-    return dataclasses.replace(parse(raw, ENDPOINTS[path][1]), min_audience=min_audience)
+    return dataclasses.replace(parse(raw, ENDPOINTS[path][1], choices(path)), min_audience=min_audience)
+
+
+def _unknown(streamer_id: str) -> dict[str, Any]:
+    """The 404 of an answer about one streamer that is unknown: neither in the streamers dimension nor
+    with data in the range the request reads (the same rule for every endpoint that names one)."""
+    return error_body(404, f"unknown streamer {streamer_id!r}: not in the streamers dimension and no data in the "
+                           "range asked for", parameter="streamer_id")
 
 
 class Counting(Protocol):
@@ -89,16 +99,16 @@ def register(app: faust.App, worker: Served) -> None:
                 key = (path, req, tuple(sorted(match.items())))  # the parsed request: the query's normal form
                 result, shared = await gate.answer(key, lambda: answer(req, match))
             except BadParameter as exc:
-                return _json(self, {"error": str(exc), "parameter": exc.name}, 400)
+                return _json(self, error_body(400, str(exc), parameter=exc.name), 400)
             except Busy:
-                return _json(self, {"error": f"busy: too many API requests at once; retry in {RETRY_AFTER_S} s",
-                                    "retry_after_s": RETRY_AFTER_S}, 429, {"Retry-After": str(RETRY_AFTER_S)})
+                return _json(self, error_body(429, f"busy: too many API requests at once; retry in {RETRY_AFTER_S} s",
+                                              retry_after_s=RETRY_AFTER_S), 429, {"Retry-After": str(RETRY_AFTER_S)})
             except Exception:
                 log.exception("%s failed", path)
-                return _json(self, {"error": "internal error"}, 500)
+                return _json(self, error_body(500, "internal error"), 500)
             cache = {"X-Cache": "hit" if shared else "miss"}
-            if result is None:
-                return _json(self, {"error": "not found"}, 404, cache)
+            if result is None:  # the answer names one streamer, and it is unknown (openapi.takes_streamer)
+                return _json(self, _unknown(match.get("streamer_id") or req.filters.streamer_id), 404, cache)
             return _json(self, result, headers=cache)
 
         handler.__name__ = "api_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")
@@ -116,6 +126,10 @@ def register(app: faust.App, worker: Served) -> None:
         lambda req, m: queries.streamer(sink, m["streamer_id"], req.time, clk(), req.min_audience))
     api("/api/freshness", lambda req, _: {**queries.freshness(sink, int(time.time() * 1000)),
                                           "late_corrections_total": worker.processor.counts["late_corrections"]})
+    # the dashboard's answers (boards/overview.py): the page's KPI strip, product ranking and funnel
+    api("/api/summary", lambda req, _: queries.summary(sink, req, clk()))
+    api("/api/products", lambda req, _: queries.products(sink, req, clk()))
+    api("/api/funnel", lambda req, _: queries.funnel(sink, req, clk()))
 
     spec = orjson.dumps(openapi())
 
@@ -129,7 +143,7 @@ def register(app: faust.App, worker: Served) -> None:
     @app.page("/static/{name}")
     async def static(self: Any, request: Any, name: str) -> Any:
         if name not in files:  # only the files shipped in static/, never a path
-            return self.bytes(b"not found", content_type="text/plain", status=404)
+            return _json(self, error_body(404, f"not found: no static file {name[:64]!r}"), 404)
         body, ctype = files[name]
         return self.bytes(body, content_type=ctype, headers={"Cache-Control": "no-cache"})
 
