@@ -30,12 +30,14 @@ shown is the one its latest order carries.
 This module is the layer's one door: the functions every front end calls. The parts live beside it:
 ``clock.py`` (data clock, ranges), ``tiles.py`` (levels and their rows), ``scores.py`` (metric SQL,
 dimension, conversion, money), ``ranking.py`` (leaderboard, regions, rising), ``sessions.py``,
-``series.py`` (series, sparklines) and ``streamer.py``.
+``series.py`` (series, sparklines), ``streamer.py`` and ``overview.py`` (the dashboard's totals, products
+and funnel).
 """
 
 from __future__ import annotations
 
 from streamproc.boards.clock import Clock, ClockCache, clock, freshness, resolve
+from streamproc.boards.overview import funnel, products, summary
 from streamproc.boards.params import Request
 from streamproc.boards.ranking import Board, regions, rising
 from streamproc.boards.ranking import leaderboard as _ranked_board
@@ -45,17 +47,19 @@ from streamproc.boards.sessions import session_board
 from streamproc.boards.streamer import streamer
 from streamproc.store import Sink
 
-__all__ = ["Board", "Clock", "ClockCache", "clock", "conversion", "freshness", "leaderboard", "regions", "resolve",
-           "rising", "series", "session_board", "streamer", "yuan"]
+__all__ = ["Board", "Clock", "ClockCache", "clock", "conversion", "freshness", "funnel", "leaderboard", "products",
+           "regions", "resolve", "rising", "series", "session_board", "streamer", "summary", "yuan"]
 
 
 def leaderboard(sink: Sink, req: Request, clk: Clock | None = None) -> Board:
     """Top ``req.limit`` streamers by ``req.metric`` over ``req.time``, filtered by place: the session
-    board for ``window=session``, with per-minute sparklines when ``req.spark`` asks for them."""
+    board for ``window=session``, with per-minute sparklines of the same metric when ``req.spark`` asks
+    for them (session boards too: a sparkline is the last minutes, whatever the window)."""
     clk = clk or clock(sink)
     if req.time.window == "session" and req.time.start is None:
-        return session_board(sink, req, clk)
-    board = _ranked_board(sink, req, clk)
+        board = session_board(sink, req, clk)
+    else:
+        board = _ranked_board(sink, req, clk)
     if req.spark and board.rows:
-        add_sparklines(sink, board, req.spark, clk)
+        add_sparklines(sink, board, req.spark, clk, req.metric, req.min_audience)
     return board

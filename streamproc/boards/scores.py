@@ -35,6 +35,7 @@ LEVEL_COLUMNS = {
     "county": ("province", "county"),
     "village": ("province", "county", "village"),
     "category": ("category",),
+    "platform": ("platform",),
 }
 
 
@@ -48,7 +49,8 @@ PLACE_FILTER = (
     "({f_province:String} = '' OR startsWith(s.province, {f_province:String})) AND "
     "({f_county:String} = '' OR startsWith(s.county, {f_county:String})) AND "
     "({f_village:String} = '' OR startsWith(s.village, {f_village:String})) AND "
-    "({f_category:String} = '' OR s.category = {f_category:String})"
+    "({f_category:String} = '' OR s.category = {f_category:String}) AND "
+    "({f_platform:String} = '' OR s.platform = {f_platform:String})"
 )
 
 

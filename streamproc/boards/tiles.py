@@ -102,10 +102,11 @@ def union(t: Tiles, select: dict[str, str]) -> str:
     return " UNION ALL ".join(select[lv].replace("@lvl", str(_LEVEL_NUMBER[lv])) for lv in levels)
 
 
-def tally_rows(prefix: str, t: Tiles) -> str:
+def tally_rows(prefix: str, t: Tiles, extra: tuple[str, ...] = ()) -> str:
     """Rows (streamer_id, lvl = 0/1/2 for 10 s/minute/hour, m = minute or hour start, counts,
-    concurrent_close, close_at) over the tiles."""
-    cols = "enters, likes, orders_paid, gmv_fen, concurrent_close"
+    concurrent_close, close_at) over the tiles; ``extra`` names more tally columns every level has
+    (``orders_refunded``, ``refund_fen``: the dashboard's refunds), from a fixed list of the caller."""
+    cols = ", ".join(("enters", "likes", "orders_paid", "gmv_fen", "concurrent_close", *extra))
     rolled = "SELECT streamer_id, @lvl AS lvl, bucket AS m, {cols}, close_at FROM tallies_{level} FINAL " \
              "WHERE {one} AND {where}"
     return union(t, {

@@ -29,9 +29,12 @@ The definitions (the contract the query layer implements):
   ``[m, min(m + 1 min, end))``; per point the sums, the sum over streamers of each one's latest close
   in the point, union sizes, and conversion as above.
 * Rising: scores over the range and over the equal range just before it; ranks over every streamer on
-  the (filtered) board, one absent before counting as ranked just below the last; ``growth`` = score -
-  previous score (0 if absent); ``by=value`` orders by growth, ``by=rank`` by places gained, both then by
-  rank. A None conversion is a score of 0.0 here.
+  the (filtered) board; ``growth`` = score - previous score. A streamer absent before is ``new``: no
+  previous rank, no places gained (both None), previous score 0. ``by=value`` orders by growth;
+  ``by=rank`` puts those who gained places first (most first), then the new ones, then those who held
+  or lost places (least lost first); both then by rank. A None conversion is a score of 0.0 here.
+* Series of one streamer: None if the streamer is neither in the dimension nor has a row in the
+  series' range (the API's 404), as for ``streamer()``.
 * Rollups: one row per (bucket, streamer) with a 10 s row: sums; ``concurrent_peak`` the max of the
   peaks of windows with enters + leaves > 0, ``concurrent_close`` and ``close_at`` those of the latest
   such window (0 and epoch 0 if none); ``tallies_1h`` holds the hours before the rollup's
@@ -53,7 +56,9 @@ statements), with a rotation so that five consecutive points ask every pair at l
 * rising: one of ``5m 1h today``, by value and by rank alternately;
 * four series over ``1h``, for the busiest streamer or for the province: over four points every
   (metric, subject) pair;
-* ``streamer()`` for the busiest streamer over one named window, and for an unknown id.
+* ``streamer()`` for the busiest streamer over one named window, and for an unknown id (with its series);
+* the dashboard's answers (summary, products, funnel, sparklines of each metric), restated in
+  ``verify/overview_oracle.py``. The filters above include the most common platform.
 
 Every returned row is compared whole (every field the model states; fields it does not, like the
 session board's ``session_id``, are not compared), and with it the row count. Measured with chDB on a
@@ -106,6 +111,7 @@ LEVEL_COLUMNS = {
     "county": ("province", "county"),
     "village": ("province", "county", "village"),
     "category": ("category",),
+    "platform": ("platform",),
 }
 ROLLUP_SUMS = ("events", "enters", "leaves", "likes", "orders_paid", "orders_refunded", "items", "gmv_fen",
                "refund_fen")
@@ -121,7 +127,9 @@ Key = tuple[int, str]  # (window or bucket start ms, streamer_id)
 class Truth:
     """What the store must hold at 10 s resolution: one ``tallies`` entry per window with an accepted
     event (columns of ``oracle.COLUMNS``), the distinct viewers who entered and the buyers of counted
-    paid orders per window, and the streamers dimension (an absent streamer has '' everywhere)."""
+    paid orders per window, and the streamers dimension (an absent streamer has '' everywhere);
+    ``orders``, the counted orders (``overview_oracle.OrderFact``), when known: the products and funnel
+    are checked only then."""
 
     tallies: dict[Key, dict[str, int]]
     viewers: dict[Key, set[str]]
@@ -129,6 +137,7 @@ class Truth:
     streamers: dict[str, dict[str, str]]
     window_ms: int = 10_000
     min_audience: int = DEFAULT_MIN_AUDIENCE
+    orders: tuple[Any, ...] | None = None
 
 
 @dataclass
@@ -275,10 +284,11 @@ class Model:
         return {c: d.get(c, "") for c in DIM}
 
     def matches(self, sid: str, f: Filters) -> bool:
-        """Places match by prefix, the category exactly, the streamer id exactly; '' is no filter."""
+        """Places match by prefix, the category, platform and streamer id exactly; '' is no filter."""
         d = self.dim(sid)
         return (all(d[p].startswith(getattr(f, p)) for p in ("province", "county", "village"))
-                and f.category in ("", d["category"]) and f.streamer_id in ("", sid))
+                and f.category in ("", d["category"]) and f.platform in ("", d["platform"])
+                and f.streamer_id in ("", sid))
 
     def _row(self, sid: str, t: Totals) -> dict[str, Any]:
         return {"streamer_id": sid, **self.dim(sid), **values(t, self.min_audience)}
@@ -349,16 +359,26 @@ class Model:
         moves = []
         for i, (v, sid) in enumerate(cur):
             before = prev_score.get(sid, zero)
-            moves.append({"streamer_id": sid, "rank": i + 1, "prev_rank": prev_rank.get(sid),
-                          "places_gained": prev_rank.get(sid, len(prev) + 1) - (i + 1),
+            was = prev_rank.get(sid)
+            moves.append({"streamer_id": sid, "rank": i + 1, "new": was is None, "prev_rank": was,
+                          "places_gained": None if was is None else was - (i + 1),
                           "score": v, "prev_score": before, "growth": v - before, **self.dim(sid)})
-        by = "growth" if req.by == "value" else "places_gained"
-        return sorted(moves, key=lambda m: (-m[by], m["rank"]))[: req.limit]
+        if req.by == "value":
+            return sorted(moves, key=lambda m: (-m["growth"], m["rank"]))[: req.limit]
+        climbed = [m for m in moves if not m["new"] and m["places_gained"] > 0]
+        held_or_fell = [m for m in moves if not m["new"] and m["places_gained"] <= 0]
+        newcomers = sorted((m for m in moves if m["new"]), key=lambda m: m["rank"])
+        by_gain = lambda m: (-m["places_gained"], m["rank"])  # noqa: E731
+        return (sorted(climbed, key=by_gain) + newcomers + sorted(held_or_fell, key=by_gain))[: req.limit]
 
-    def series(self, req: Request) -> dict[str, Any]:
-        """The answer of ``queries.series``: per-minute points, the newest clipped at ``end``."""
+    def series(self, req: Request) -> dict[str, Any] | None:
+        """The answer of ``queries.series``: per-minute points, the newest clipped at ``end``; None for an
+        unknown streamer."""
         start, end = self.resolve(req.time)
         first = start - start % MINUTE_MS
+        sid = req.filters.streamer_id
+        if sid and sid not in self.truth.streamers and not self.windows_in(sid, first, end):
+            return None
         points: dict[int, Totals] = {}
         for sid in self.windows:
             if not self.matches(sid, req.filters):
@@ -624,13 +644,14 @@ def _check_levels(c: _Compare, model: Model) -> None:
 
 @dataclass(frozen=True)
 class Picks:
-    """Filters and subjects taken from the data: the most common place and category of the streamers
-    with rows, and the streamer with the most rows."""
+    """Filters and subjects taken from the data: the most common place, category and platform of the
+    streamers with rows, and the streamer with the most rows."""
 
     province: str
     county: str
     category: str
     streamer: str
+    platform: str = ""
 
     @classmethod
     def of(cls, model: Model) -> "Picks":
@@ -644,11 +665,11 @@ class Picks:
         busiest = min(model.windows, key=lambda s: (-len(model.windows[s]), s), default="")
         # a prefix: the query layer matches places by prefix (陕西 matches 陕西省)
         return cls(common(d["province"] for d in dims)[:2], common(d["county"] for d in dims),
-                   common(d["category"] for d in dims), busiest)
+                   common(d["category"] for d in dims), busiest, platform=common(d["platform"] for d in dims))
 
     def filters(self) -> dict[str, Filters]:
         return {"province": Filters(province=self.province), "county": Filters(county=self.county),
-                "category": Filters(category=self.category)}
+                "category": Filters(category=self.category), "platform": Filters(platform=self.platform)}
 
 
 def _label(req: Request) -> str:
@@ -664,12 +685,16 @@ def _sid(r: dict[str, Any]) -> str:
     return r["streamer_id"]
 
 
+PointCheck = Callable[[Any, "int | None", int], None]  # more answers checked at one as_of point
+
+
 class _Cover:
     """One as_of point's queries (the cover of the module docstring); ``turn`` rotates the metrics."""
 
-    def __init__(self, c: _Compare, model: Model, picks: Picks, clk: Any) -> None:
+    def __init__(self, c: _Compare, model: Model, picks: Picks, clk: Any, extra: Iterable[PointCheck] = ()) -> None:
         self.c, self.model, self.picks, self.clk = c, model, picks, clk
         self.min_audience = model.min_audience
+        self.extra = tuple(extra)
 
     def req(self, metric: str, window: str, as_of: int | None, limit: int = MAX_LIMIT,
             filters: Filters = Filters(), **more: Any) -> Request:
@@ -704,6 +729,9 @@ class _Cover:
         if got is MISSING:
             return
         want = self.model.series(req)
+        if want is None or got is None:
+            self.c.cell(f"{where}: known", want is not None, got is not None)
+            return
         self.c.record(where, {k: v for k, v in want.items() if k != "points"}, got)
         points = got.get("points", [])
         self.c.cell(f"{where}: number of points", len(want["points"]), len(points))
@@ -745,7 +773,7 @@ class _Cover:
         for fi, f in enumerate(self.picks.filters().values()):
             self.board(self.req(metric(fi + 3), WINDOWS[(turn + fi + 1) % len(WINDOWS)], as_of, filters=f))
         named = [w for w in WINDOWS if w != "session"]
-        for li, level in enumerate(("province", "county", "category")):
+        for li, level in enumerate(("province", "county", "category", "platform")):
             self.regions(self.req(metric(li + 5), named[(turn + li) % len(named)], as_of, level=level))
         self.rising(self.req(metric(2), ("5m", "1h", "today")[turn % 3], as_of, by=("value", "rank")[turn % 2]))
         subjects = (Filters(streamer_id=self.picks.streamer), Filters(province=self.picks.province))
@@ -755,10 +783,13 @@ class _Cover:
         self.streamer(self.picks.streamer, TimeSpec(named[turn % len(named)], as_of=as_of))
         if turn % len(named) == 0:
             self.streamer("no-such-streamer", TimeSpec("5m", as_of=as_of))
+            self.series(self.req("gmv", "1h", as_of, filters=Filters(streamer_id="no-such-streamer")))
+        for check in self.extra:  # answers restated in modules built on this one (verify/exact.py)
+            check(self, as_of, turn)
 
 
 def check_store(sink: Any, truth: Truth, *, as_of_points: list[int | None] | None = None, min_audience: int,
-                max_mismatches: int = 20, rotate: int = 0) -> BoardCheck:
+                max_mismatches: int = 20, rotate: int = 0, extra: Iterable[PointCheck] = ()) -> BoardCheck:
     """Compare a store with ``truth``: its stored levels, then the query layer's boards at each as_of of
     ``as_of_points`` (None: the default as_of; by default the default as_of, then 1/4, 1/2, 3/4 and the
     end of the data).
@@ -766,7 +797,8 @@ def check_store(sink: Any, truth: Truth, *, as_of_points: list[int | None] | Non
     ``min_audience`` is the conversion minimum the query layer is asked with (the store's setting,
     ``Settings.conversion_min_viewers``); the model uses it in place of ``truth.min_audience``.
     ``rotate`` shifts the rotation of the cover: a caller checking one point per store (the property
-    test) varies it, so that its examples together ask every pair.
+    test) varies it, so that its examples together ask every pair. ``extra`` checks more answers at
+    each point (``extra(cover, as_of, turn)``); ``verify/exact.py`` adds the dashboard's.
     """
     started = time.perf_counter()
     model = Model(replace(truth, min_audience=min_audience))
@@ -775,7 +807,7 @@ def check_store(sink: Any, truth: Truth, *, as_of_points: list[int | None] | Non
     clk = c.ask("clock", lambda: queries.clock(c.sink))
     if clk is not MISSING:
         c.cell("clock newest_end", model.newest_end, clk.newest_end)
-        cover = _Cover(c, model, Picks.of(model), clk)
+        cover = _Cover(c, model, Picks.of(model), clk, extra)
         points = [None, *model.spread_points()] if as_of_points is None else as_of_points
         for turn, as_of in enumerate(points, start=rotate):
             cover.at(as_of, turn)

@@ -28,7 +28,7 @@ One difference is not corrected, because it cannot be: the streamer id rule ("le
 RE2's Unicode tables here and Python's in the worker. RE2 in chDB 26.9 knows Unicode 15.1, Python 3.11
 knows 14.0, so an id with a letter encoded since (5,032 code points, CJK Extensions H and I among them)
 is refused by the worker and accepted here, and the reconcile reports that as the mismatch it is
-(``tests/test_ids.py`` pins the difference to exactly those code points).
+(``tests/unit/test_ids.py`` pins the difference to exactly those code points).
 
 Rows come back in file order because every row carries ``_row_number`` (the file() virtual column) and
 the queries also run with ``max_threads=1`` and ``input_format_parallel_parsing=0``.
@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import orjson
 
+from streamproc.settings import Settings
 from streamproc.store.chdb import bind
 
 Query = Callable[[str, "dict[str, Any] | None"], "list[tuple]"]
@@ -143,12 +144,13 @@ class RuleSet:
     read the log, so an honest log gets the worker's verdicts from either clock.
     """
 
+    # The defaults are the settings' own (read, not restated); the rules themselves are the oracle's.
     window_ms: int = 10_000
-    lateness_ms: int = 30_000
-    max_future_ms: int = 300_000
-    max_bytes: int = 65_536
-    order_horizon_ms: int = 3_600_000  # orders are late only this far behind (Settings.order_dedupe_horizon_ms)
-    max_pack_lines: int = 1_000  # a longer pack is refused whole (Settings.max_pack_lines)
+    lateness_ms: int = Settings.lateness_ms
+    max_future_ms: int = Settings.max_future_ms
+    max_bytes: int = Settings.max_message_bytes
+    order_horizon_ms: int = Settings.order_dedupe_horizon_ms  # orders are late only this far behind
+    max_pack_lines: int = Settings.max_pack_lines  # a longer pack is refused whole
     now_ms: int | None = None
 
     @classmethod
@@ -422,7 +424,9 @@ SELECT rn, topic, v, reason0,
     if(reason0 = '' AND s_type = 'order', s_order_id, '') AS order_id,
     if(reason0 = '' AND s_type = 'order', s_status, '') AS status,
     if(reason0 = '' AND s_type = 'order', toInt64(n_quantity), toInt64(0)) AS quantity,
-    if(reason0 = '' AND s_type = 'order', toInt64(n_amount_fen), toInt64(0)) AS amount_fen
+    if(reason0 = '' AND s_type = 'order', toInt64(n_amount_fen), toInt64(0)) AS amount_fen,
+    if(reason0 = '' AND s_type = 'order', s_product_id, '') AS product_id,
+    if(reason0 = '' AND s_type = 'order', s_category, '') AS category
 FROM (
     SELECT *, {reason0} AS reason0
     FROM ({l8})
@@ -440,7 +444,7 @@ WINDOW w AS (PARTITION BY reason0 = '', topic, streamer_id ORDER BY rn
 SELECT rn, topic, v,
     if(reason0 != '', reason0, if(prev_n > 0 AND ts < prev_max - if(kind = 'order', {{order_horizon_ms:Int64}},
         {{lateness_ms:Int64}}), 'late', '')) AS reason,
-    kind, ts, streamer_id, viewer_id, action, cnt, order_id, status, quantity, amount_fen
+    kind, ts, streamer_id, viewer_id, action, cnt, order_id, status, quantity, amount_fen, product_id, category
 FROM ({l10})"""
 
 
@@ -543,12 +547,32 @@ SETTINGS {_SETTINGS}"""
     return viewers, buyers
 
 
+def expected_orders(query: Query, log_path: str, rules: RuleSet = RuleSet()) -> list[tuple[int, str, str, str, str, str, int, int]]:
+    """The counted orders of the log: the first accepted occurrence of each (order_id, status), in file
+    order, as ``(ts, streamer_id, viewer_id, product_id, category, status, quantity, amount_fen)`` -- the
+    facts the dashboard's products and funnel are stated over (``verify/overview_oracle.py``)."""
+    sql = f"""
+SELECT ts, streamer_id, viewer_id, product_id, category, status, quantity, amount_fen
+FROM (
+    SELECT rn, kind, ts, streamer_id, viewer_id, product_id, category, status, quantity, amount_fen,
+        row_number() OVER (PARTITION BY kind, order_id, status ORDER BY rn) = 1 AS first_order
+    FROM ({_classify_sql()})
+    WHERE reason = '' AND kind = 'order'
+)
+WHERE first_order
+ORDER BY rn
+SETTINGS {_SETTINGS}"""
+    with _log_source(log_path) as src:
+        rows = query(sql, _params(rules, src))
+    return [(int(ts), str(sid), str(v), str(p), str(c), str(st), int(q), int(a)) for ts, sid, v, p, c, st, q, a in rows]
+
+
 # ---------------------------------------------------------------------------------------------------
 # What the worker wrote
 # ---------------------------------------------------------------------------------------------------
 
 
-def actual_tallies(query: Query, database: str = "streamproc") -> dict[tuple[int, str], dict[str, int]]:
+def actual_tallies(query: Query, database: str = Settings.clickhouse_database) -> dict[tuple[int, str], dict[str, int]]:
     """Per (window_start_ms, streamer_id): the tallies in ClickHouse.
 
     ``tallies_10s`` holds one row per (window, streamer, source topic, source partition), re-flushed
@@ -635,7 +659,7 @@ def reconcile(
     expected_query: Query,
     log_path: str,
     actual_query: Query | None = None,
-    database: str = "streamproc",
+    database: str = Settings.clickhouse_database,
     rules: RuleSet = RuleSet(),
 ) -> list[Mismatch]:
     """Expected tallies of ``log_path`` against the tallies in ``database``; empty means they agree.
