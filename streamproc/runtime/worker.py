@@ -10,11 +10,12 @@ consumer-group lag meaningful for tools that read it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import faust
 from faust.types import TP as FaustTP
@@ -22,13 +23,15 @@ from faust.types import TP as FaustTP
 from streamproc import metrics
 from streamproc.boards import changes, dimension, rollup
 from streamproc.logging_setup import logging_config
-from streamproc.runtime.faust_compat import App, Batch, add_middleware, commit
+from streamproc.runtime.faust_compat import App, Batch, add_middleware, answer_refused_requests, commit
+from streamproc.runtime import lifecycle
 from streamproc.runtime.kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
 from streamproc.runtime.processor import Processor
 from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS
 from streamproc.settings import Settings
 from streamproc.store import Sink, open_sink
 from streamproc.web import auth, server
+from streamproc.web import errors as web_errors
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,9 @@ class Worker:
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
+        # outermost: every error JSON, every response counted by route; then what aiohttp refuses itself
+        add_middleware(app, web_errors.middleware)
+        answer_refused_requests(app, web_errors.refused, web_errors.MAX_URL_BYTES, web_errors.MAX_HEADER_BYTES)
         if s.web_token:  # every route needs the bearer token when one is set
             add_middleware(app, auth.bearer_middleware(s.web_token))
             log.info("web server requires a bearer token")
@@ -318,7 +324,8 @@ class Worker:
             self.backoff = 0.0
             self.in_flight_rows = 0
             duration = time.perf_counter() - started
-            rows = metrics.record_flush(snaps, duration)  # before the eviction work: freshness ends when the write did
+            rows = metrics.record_flush(snaps, duration,  # before the eviction work: freshness ends when the write did
+                                        appended=self.processor.take_appended(snaps))
             self.processor.flush_done(snaps)
             log.debug("flush", extra={"event": "flush", "flush_rows": rows, "flush_duration_seconds": round(duration, 6)})
             await self._commit({(s.topic, s.partition): s.offset + 1 for s in snaps if s.offset >= 0})
@@ -388,35 +395,144 @@ class Worker:
         either way; this keeps a stopped store's rollups whole).
 
         Fetching has stopped when this runs; the snapshot is of a prefix of the log, like any flush.
-        Bounded in time: with the sink away, the checkpoint already in ClickHouse is still correct.
+        Bounded in time, and on a stop signal by the stop budget (``lifecycle``): the flush until
+        ``_FLUSH_KEEP_S`` before the forced stop, the rollup pass until ``_ROLLUP_KEEP_S`` before it. A
+        flush that cannot finish in time (a hung store) is abandoned and the process may then be forced
+        out while its write is still running: nothing accepted is lost, because the checkpoint and the
+        committed offsets only ever follow a completed flush, so a restart replays from the last one.
         """
+        stop = lifecycle.stopper
+        started = time.monotonic()
         try:
-            await asyncio.wait_for(self.flush(), timeout=10)
+            await asyncio.wait_for(self.flush(), timeout=stop.bound(10, _FLUSH_KEEP_S))
+            flushed = True
+            log.info("final flush done in %.2fs", time.monotonic() - started)
         except Exception as exc:
+            flushed = False
             log.warning("final flush on shutdown did not complete (%s); the next start replays from the checkpoint",
                         type(exc).__name__)
-        if self.settings.rollup_interval_s > 0:
+        if self.settings.rollup_interval_s > 0 and flushed:  # not behind a write still running in its thread
             try:
-                await asyncio.wait_for(asyncio.to_thread(rollup.run_once, self.sink), 20)
+                await asyncio.wait_for(asyncio.to_thread(rollup.run_once, self.sink), stop.bound(20, _ROLLUP_KEEP_S))
             except Exception as exc:
                 log.warning("final rollup pass on shutdown did not complete (%s); the next pass rolls it",
                             type(exc).__name__)
 
 
-def run_worker(settings: Settings, sink: Sink | None = None) -> None:
-    """Run the worker until stopped (SIGINT/SIGTERM); used by `streamproc worker`.
+# A stop signal's budget (lifecycle.FORCE_AFTER_S, 2.5 s), as what each step leaves before the forced stop:
+# the last flush, the last rollup pass, Faust's own stop (consumer, producer, web server), the loop's
+# remaining tasks. The sink is closed after these and the process exits well before the force.
+_FLUSH_KEEP_S = 1.1
+_ROLLUP_KEEP_S = 0.8
+_FAUST_STOP_KEEP_S = 0.5
+_DRAIN_KEEP_S = 0.3
+_IDLE_STOP_S = 0.5  # Faust's stop, for a worker that owns no partition yet (_run_faust)
+
+
+def run_worker(settings: Settings, sink: Sink | None = None) -> int:
+    """Run the worker until a stop signal (SIGINT, SIGTERM, SIGHUP); used by `streamproc worker`.
+
+    Returns the exit status: 128 + the signal's number after a stop by signal (docs/OPERATIONS.md, "Stopping"), 1 if
+    Faust crashed. A signal before Faust runs (waiting for the broker, opening the store) raises
+    ``lifecycle.StopSignal`` out of here once the store is closed; one while it runs stops it
+    gracefully (``_on_shutdown``), all within the stop budget.
 
     ``sink`` is the one door for anything that must stand between the worker and its store: the
     verification harness passes a store it has armed with a fault (``verify/faulty_worker.py``), so no
     fault hook lives in the runtime. None opens the store the settings name.
     """
+    lifecycle.install()  # `streamproc worker` did already; the fault harness's entry point did not
+    wait_for_broker(settings, [settings.topic(t) for t in EVENT_TOPICS])
+    sink = sink or open_sink(settings)
+    try:
+        worker = Worker(settings, sink)
+        # Faust resets the root logger when it starts: hand it ours when JSON is asked for (text keeps Faust's).
+        config = logging_config(settings.log_level, settings.log_format) if settings.log_format == "json" else None
+        return _run_faust(_faust_worker(worker.app, loglevel=settings.log_level, quiet=True, logging_config=config),
+                          owns_partitions=lambda: bool(worker.processor.states))
+    finally:
+        sink.close()  # before interpreter teardown: an embedded chDB left open crashes the exit
+
+
+def _faust_worker(app: faust.App, **kwargs: Any) -> Any:
+    """Faust's worker, minus its signal handlers: ``lifecycle`` owns SIGINT/SIGTERM/SIGHUP from the
+    moment the command starts, so a signal during startup is seen too, and ``_run_faust`` turns one into
+    a bounded stop."""
     from faust.worker import Worker as FaustWorker
 
-    wait_for_broker(settings, [settings.topic(t) for t in EVENT_TOPICS])
-    worker = Worker(settings, sink)
-    # Faust resets the root logger when it starts: hand it ours when JSON is asked for (text keeps Faust's).
-    config = logging_config(settings.log_level, settings.log_format) if settings.log_format == "json" else None
-    try:
-        FaustWorker(worker.app, loglevel=settings.log_level, quiet=True, logging_config=config).execute_from_commandline()
-    finally:
-        worker.sink.close()  # before interpreter teardown: an embedded chDB left open crashes the exit
+    class StreamprocFaustWorker(FaustWorker):
+        def install_signal_handlers(self) -> None:
+            return None
+
+    return StreamprocFaustWorker(app, **kwargs)
+
+
+def _run_faust(fw: Any, owns_partitions: Callable[[], bool]) -> int:
+    """Start Faust's worker and run its loop until a stop signal has stopped it; the exit status.
+
+    Instead of ``execute_from_commandline``, whose teardown alone sleeps 1 to 2 s (a fixed sentinel
+    sleep, then up to a second waiting for stray tasks) and which would exit 0 after a signal: every
+    step here is bounded by the stop budget, and what is still running at the end is left to the
+    process exit (or the forced stop).
+
+    A worker that owns no partition yet (a signal during startup) has applied nothing and has nothing
+    to flush; its consumer may be inside a group join, which Faust's stop would wait out (seconds on
+    the embedded broker), so it gets only ``_IDLE_STOP_S``.
+    """
+    loop = fw.loop
+    stop = lifecycle.stopper
+    main = asyncio.ensure_future(fw.start(), loop=loop)
+    stopping: list[asyncio.Task] = []
+
+    async def stop_faust() -> None:
+        fw.on_worker_shutdown()
+        budget = stop.bound(30, _FAUST_STOP_KEEP_S)
+        if stop.stopping and not owns_partitions():
+            budget = min(budget, _IDLE_STOP_S)
+        try:  # consumer, then our last flush and rollup (_on_shutdown), producer, web server
+            await asyncio.wait_for(asyncio.shield(fw.stop()), budget)
+        except asyncio.TimeoutError:
+            log.warning("Faust did not stop within the stop budget; exiting without waiting for it")
+        main.cancel()
+
+    def begin_stop() -> None:
+        if not stopping:
+            stopping.append(loop.create_task(stop_faust()))
+
+    def on_signal(signum: int) -> None:  # in a signal handler: only schedule
+        with contextlib.suppress(RuntimeError):  # the loop is closed: Faust has stopped already
+            loop.call_soon_threadsafe(begin_stop)
+
+    with stop.diverted(on_signal):
+        if stop.stopping:  # a signal came before the diversion (its StopSignal was raised and caught)
+            begin_stop()
+        failed = False
+        try:
+            loop.run_until_complete(main)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("the worker failed to start or run")
+            failed = True
+        if not stopping:  # start() ended without a signal: Faust crashed or stopped on its own
+            begin_stop()
+        loop.run_until_complete(stopping[0])
+        _drain(loop, stop.bound(5, _DRAIN_KEEP_S))
+    if stop.stopping:
+        return stop.status
+    if failed or fw.crash_reason is not None:
+        log.error("worker crashed: %r", fw.crash_reason)
+        return 1
+    return 0
+
+
+def _drain(loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+    """Cancel the tasks Faust left and give them ``timeout_s`` to finish; then close the loop."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=max(0.01, timeout_s)))
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), 0.2))
+    loop.close()

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from streamproc.logs.logfile import read_log
 from streamproc.logs.produce import PublishResult, publish
+from streamproc.runtime import lifecycle
 from streamproc.settings import Settings
 from streamproc.store import open_sink
 from streamproc.verify.faulty_worker import CRASH_EXIT_CODE
@@ -61,32 +62,60 @@ def parse_chaos(specs: Iterable[str]) -> dict[str, float]:
 
 
 class Feeder:
-    """Publishes a log at a steady rate in a background thread, so that parts can be hurt mid-stream."""
+    """Publishes a log at a steady rate in a background thread, so that parts can be hurt mid-stream.
+
+    A block that ends by an exception (a failed check, a stop signal) stops the feed instead of waiting
+    for the rest of the log, which at a slow pace could take minutes: ``stop``.
+    """
 
     def __init__(self, settings: Settings, log_path: str | Path, rate: float | None, batch: int = 500) -> None:
         records = read_log(log_path)
         self.result = PublishResult()
         self.error: BaseException | None = None
+        self._stopped = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+        async def feed() -> None:
+            self._stop = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            if not self._stopped.is_set():  # set before the two above: stop() could not reach the event
+                await publish(records, settings, rate=rate, batch=batch, result=self.result, stop=self._stop)
 
         def run() -> None:
             try:
-                asyncio.run(publish(records, settings, rate=rate, batch=batch, result=self.result))
+                asyncio.run(feed())
             except BaseException as exc:  # surfaced by __exit__: a lost feed must fail the run, not hide
                 self.error = exc
 
-        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread = threading.Thread(target=run, name="streamproc-feed", daemon=True)
 
     def __enter__(self) -> "Feeder":
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:  # that exception is the news; the feed only has to end
+            self.stop()
+            return
         self.join()
 
     def join(self) -> PublishResult:
         self.thread.join()
         if self.error is not None:
             raise RuntimeError(f"feeding the log failed: {self.error!r}") from self.error
+        return self.result
+
+    def stop(self, timeout_s: float = 5.0) -> PublishResult:
+        """Send nothing more; wait (within the stop budget, if stopping) for what was sent to be
+        acknowledged. What was published so far is in ``result``."""
+        self._stopped.set()
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the feed's loop has ended already
+                loop.call_soon_threadsafe(stop.set)
+        if self.thread.is_alive():
+            self.thread.join(timeout=lifecycle.stopper.bound(timeout_s, keep_s=1.5))
         return self.result
 
 

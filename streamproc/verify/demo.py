@@ -3,16 +3,24 @@
 ``--until-done`` feeds a fixed set of events (generated or a recorded log), waits until every one is
 flushed, stops the worker, reconciles the sink against the SQL oracle and prints one JSON line.
 Without it, the generator feeds the worker at a steady rate and a live top-10 refreshes each second.
+
+A stop signal (``runtime/lifecycle.py``) raises ``StopSignal`` wherever the demo is; the ``finally``
+clauses on the way up stop the parts in the order that loses nothing and waits for nothing: the feed
+(no record after it), the workers (their last flush, while the broker still takes their commits),
+then the broker, all within the stop budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import sys
+import threading
 import time
 import unicodedata
 from collections import Counter
@@ -24,6 +32,7 @@ import orjson
 from streamproc.ingest.deadletter import distinct
 from streamproc.logs.logfile import read_log, write_log
 from streamproc.logs.produce import publish
+from streamproc.runtime import lifecycle
 from streamproc.runtime.broker import free_port
 from streamproc.runtime.kafka import read_topic
 from streamproc.runtime.topics import DEADLETTER
@@ -77,7 +86,7 @@ def run_until_done(settings: Settings, *, events: int = 100_000, seed: int = 1, 
             elapsed = done_at - started
             dead = distinct(asyncio.run(read_topic(stack.settings, DEADLETTER)))  # a crash may repeat some
         finally:
-            worker.stop()
+            stack.stop_workers()  # every live one: after a crash under chaos, `worker` may be an earlier one
     summary = reconcile(settings, log, dead_letters=dead)
     summary.update(events=events, events_per_s=round(events / elapsed, 1), seconds=round(elapsed, 2))
     if chaos:
@@ -90,13 +99,16 @@ def reconcile(settings: Settings, log: str, dead_letters: list[Any] | None = Non
     audiences and every board of the query layer (``board_oracle``), and the dead letters if given.
     ``oracle_match`` is true only when all of them agree. The sink must not be open elsewhere."""
     from streamproc.store import open_sink
-    from streamproc.verify.board_oracle import Truth, check_store
+    from streamproc.verify.board_oracle import Truth
+    from streamproc.verify.exact import check_store
+    from streamproc.verify.overview_oracle import OrderFact
     from streamproc.verify.oracle import (
         RuleSet,
         actual_tallies,
         compare,
         expected_audience,
         expected_deadletters,
+        expected_orders,
         expected_tallies,
         format_mismatches,
     )
@@ -113,7 +125,8 @@ def reconcile(settings: Settings, log: str, dead_letters: list[Any] | None = Non
         if mismatches:
             print(format_mismatches(mismatches), file=sys.stderr)
         viewers, buyers = expected_audience(sink.rows, os.path.abspath(log), rules)
-        truth = Truth(expected, viewers, buyers, _dimension(sink))
+        orders = tuple(OrderFact(*o) for o in expected_orders(sink.rows, os.path.abspath(log), rules))
+        truth = Truth(expected, viewers, buyers, _dimension(sink), orders=orders)
         boards = check_store(sink, truth, min_audience=settings.conversion_min_viewers)
         summary.update(boards_match=boards.ok, boards_mismatches=boards.mismatches[:5], boards_checked=boards.checked,
                        board_queries=boards.queries, board_check_seconds=boards.seconds)
@@ -146,7 +159,9 @@ def _dimension(sink: Any) -> dict[str, dict[str, str]]:
 
 
 def run_live(settings: Settings, *, rate: float = 2000, seed: int = 1) -> None:
-    """Generator -> broker -> worker -> chDB, with a live top-10 in the terminal until Ctrl-C."""
+    """Generator -> broker -> worker -> chDB, with a live top-10 in the terminal until a stop signal
+    (Ctrl-C, SIGTERM, the terminal closing), which leaves here as ``lifecycle.StopSignal`` once every
+    part is stopped."""
     from streamproc.boards.dimension import streamers_to_jsonl
     from streamproc.sim.generate import build_streamers, generate, streamers_for_rate
 
@@ -166,28 +181,51 @@ def run_live(settings: Settings, *, rate: float = 2000, seed: int = 1) -> None:
             while True:
                 _show(worker, rate)
                 time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        finally:
+        finally:  # then Stack.__exit__ stops the broker
+            if feeder is not None:
+                feeder.request_stop()  # no record after this; what was sent is acknowledged meanwhile
+            for w in stack.workers:
+                w.terminate()  # at once, not after the feed: their last flush runs alongside
             if feeder is not None:
                 feeder.stop()  # before the broker goes
-            worker.stop()
+            stack.stop_workers()
 
 
 class _Feeder:
-    """Publishes paced events in a background thread; the event log grows with real time."""
+    """Publishes paced events in a background thread; the event log grows with real time.
+
+    The generator is endless, so a stop must end the iteration itself (``takewhile``), not filter the
+    rest, and must wake a paced sleep: ``publish``'s ``stop`` event, set from this thread through the
+    feed's own event loop.
+    """
 
     def __init__(self, settings: Settings, records: Any, rate: float) -> None:
-        import threading
-
         self._stopped = threading.Event()
-        feed = (r for r in records if not self._stopped.is_set())
-        self.thread = threading.Thread(target=lambda: asyncio.run(publish(feed, settings, rate=rate)), daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        feed = itertools.takewhile(lambda _: not self._stopped.is_set(), records)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run(feed, settings, rate)),
+                                       name="streamproc-feed", daemon=True)
         self.thread.start()
 
-    def stop(self) -> None:
+    async def _run(self, feed: Any, settings: Settings, rate: float) -> None:
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if not self._stopped.is_set():  # set before the two above: request_stop could not reach the event
+            await publish(feed, settings, rate=rate, stop=self._stop)
+
+    def request_stop(self) -> None:
+        """No record is sent after this returns; does not wait."""
         self._stopped.set()
-        self.thread.join(timeout=10)
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the feed's loop has ended already
+                loop.call_soon_threadsafe(stop.set)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop and wait for the records sent to be acknowledged (within the stop budget, if stopping)."""
+        self.request_stop()
+        self.thread.join(timeout=lifecycle.stopper.bound(timeout_s, keep_s=1.5))
 
 
 def _fit(text: str, width: int) -> str:
@@ -209,7 +247,8 @@ def _show(worker: Any, rate: float) -> None:
             boards[metric] = json.loads(worker.get(f"/api/leaderboard?metric={metric}&window=5m&limit=10"))["rows"]
         except OSError:
             boards[metric] = []
-    out = ["\x1b[2J\x1b[H", f"streamproc live — last 5 min of event time — feeding {rate:.0f} events/s — Ctrl-C to stop\n"]
+    out = ["\x1b[2J\x1b[H", f"streamproc live — last 5 min of event time — feeding {rate:.0f} events/s — Ctrl-C to stop",
+           f"dashboard: {worker.url}/   API: {worker.url}/api/openapi.json   metrics: {worker.url}/metrics\n"]
     out.append(f"{'#':>2}  {_fit('GMV (yuan)', 34)} {_fit('views', 30)} {'likes'}")
     for i in range(10):
         cells = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import Any
 
 from streamproc.runtime.worker import run_worker
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     sink = open_sink(settings)
     arm_crash_before_checkpoint(sink, args.crash_before_checkpoint)
-    run_worker(settings, sink)
+    sys.exit(run_worker(settings, sink))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Run the real parts side by side: broker, topics, worker processes; used by the demo and the tests.
 
 Workers run as separate processes (as in production) so that they can be killed with SIGKILL, and so
-that chDB's single-writer lock on the data path belongs to one worker at a time.
+that chDB's single-writer lock on the data path belongs to one worker at a time. Every part is started
+with ``lifecycle.spawn``, so none can outlive the process that runs the stack, however that ends; on a
+stop signal the waits here are cut to the stop budget (``lifecycle.FORCE_AFTER_S``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from streamproc.runtime import lifecycle
 from streamproc.runtime.broker import EmbeddedBroker
 from streamproc.runtime.topics import EVENT_TOPICS, create_topics, load_specs
 from streamproc.settings import Settings
@@ -42,8 +45,8 @@ class WorkerProcess:
         if self.crash_before_checkpoint:
             cmd = [sys.executable, "-m", "streamproc.verify.faulty_worker",
                    "--crash-before-checkpoint", str(self.crash_before_checkpoint)]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        # SIGTERM if this process dies: the worker's own stop flushes, within its stop budget
+        self.proc = lifecycle.spawn(cmd, death_signal=signal.SIGTERM, env=env, stdout=out, stderr=subprocess.STDOUT)
         return self
 
     @property
@@ -80,17 +83,20 @@ class WorkerProcess:
     def kill(self) -> None:
         """SIGKILL: no flush, no goodbye, as a crashed machine."""
         if self.alive():
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            lifecycle.kill_group(self.proc)
+            lifecycle.reap(self.proc, 30)
+
+    def terminate(self) -> None:
+        """Ask for a graceful stop (SIGTERM) without waiting: to stop several parts at once."""
+        if self.proc is not None:
+            lifecycle.ask(self.proc)
 
     def stop(self, timeout_s: float = 30) -> int | None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("worker did not stop in %ss; killing it", timeout_s)
-                self.kill()
+        """SIGTERM, then SIGKILL after ``timeout_s`` (during a stop by signal: before the forced stop).
+
+        The worker exits with 143 (128 + SIGTERM) once its last flush is done (docs/OPERATIONS.md, "Stopping")."""
+        if self.proc is not None:
+            lifecycle.end(self.proc, timeout_s, keep_s=0.4)
         return self.proc.returncode if self.proc else None
 
 
@@ -138,9 +144,9 @@ class ClickHouseServerProcess:
 
     def start(self, timeout_s: float = 30) -> "ClickHouseServerProcess":
         env = {**os.environ, **self.settings.to_env()}
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamproc", "clickhouse-server", "--port", str(self.port)],
-                                     env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = lifecycle.spawn([sys.executable, "-m", "streamproc", "clickhouse-server", "--port", str(self.port)],
+                                    death_signal=signal.SIGTERM, env=env, stdout=open(self.log_path, "ab"),
+                                    stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -153,13 +159,9 @@ class ClickHouseServerProcess:
         raise TimeoutError("embedded ClickHouse server did not answer")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM (the server closes chDB), SIGKILL after 10 s or at the stop budget's edge."""
+        if self.proc is not None:
+            lifecycle.end(self.proc, 10, keep_s=0.2)
 
 
 class Stack:
@@ -193,12 +195,19 @@ class Stack:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for w in self.workers:  # a run that failed half-way leaves no worker behind
+        for w in self.workers:  # a run that failed half-way (or was stopped) leaves no worker behind
             w.kill()
         if self.clickhouse:
             self.clickhouse.stop()
         if self.broker:
             self.broker.stop()
+
+    def stop_workers(self, timeout_s: float = 30) -> None:
+        """Stop every live worker gracefully, all at once: SIGTERM to each, then wait for each."""
+        for w in self.workers:
+            w.terminate()
+        for w in self.workers:
+            w.stop(timeout_s)
 
     def worker(self, index: int = 0, crash_before_checkpoint: int = 0, **overrides: Any) -> WorkerProcess:
         settings = self.settings.replace(**overrides) if overrides else self.settings
