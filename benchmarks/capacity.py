@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="the plan as JSON instead of a markdown table")
     a = p.parse_args(argv)
     r = json.loads(Path(a.results).read_text())
+    if not isinstance(r.get("worker_eps_single"), (int, float)):  # a run without the consumers section
+        raise SystemExit(f"{a.results}: worker_eps_single is {r.get('worker_eps_single')!r}; the plan needs a full run")
+    if not isinstance(r.get("worker_eps_batched"), (int, float)):
+        r = {**r, "worker_eps_batched": None}
     print(json.dumps(plan(r), indent=2) if a.json else markdown(r))
     return 0
 

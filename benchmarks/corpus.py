@@ -172,3 +172,32 @@ def retimed(records: list[LogRecord], start_ms: int, rate: float) -> list[LogRec
             pass
         out.append(LogRecord(rec.topic, rec.key, at, value))
     return out
+
+
+def live(records: Iterable[LogRecord], cycle: bool = False) -> Iterator[LogRecord]:
+    """The records as a live producer would send them now: each is stamped with the wall clock as it is
+    taken for sending (its record timestamp: what the broker's append time would be), and its event
+    time moved along to keep the record's own simulated delay between event and send (``ts`` earlier
+    by the generator's client delay; out-of-order and late events keep theirs). Stamping both at send
+    time, not ahead on a plan, is what makes "event time -> visible" mean the producer's delay plus
+    the pipeline's and nothing of the benchmark's own: a publisher that starts or runs behind its plan
+    would otherwise age every event by its lateness. ``cycle``: start over at the end (a soak).
+    """
+    import orjson
+
+    loads, dumps = orjson.loads, orjson.dumps
+    while True:
+        for rec in records:
+            now = int(time.time() * 1000)
+            value = rec.value
+            try:
+                obj = loads(value)
+                if type(obj) is dict and type(obj.get("ts")) is int:
+                    obj["ts"] += now - rec.ts
+                    value = dumps(obj)
+            except orjson.JSONDecodeError:
+                pass
+            yield LogRecord(rec.topic, rec.key, now, value)
+        if not cycle:
+            return
+

@@ -1,9 +1,11 @@
 """The streamproc worker end to end — Kafka → tallies → ClickHouse — timed until the flush is complete.
 
-A run starts when every event partition is assigned to the worker(s) (its ``/status`` lists them) and
-ends when ``/status`` shows every partition flushed up to the last offset produced: the rows are then
-in ClickHouse, visible to queries. CPU seconds and peak RSS are read from /proc for the worker
-processes (and the shared ClickHouse server process in scale-out runs), over exactly that span.
+A single-worker run starts at the first message the worker holds (its ``/status`` counts the first
+batch consumed; it owned every partition just before), the clock rule of every contestant in
+``run.py``, and ends when ``/status`` shows every partition flushed up to the last offset produced:
+the rows are then in ClickHouse, visible to queries. Scale-out runs start when the settled group's
+records begin to be produced. CPU seconds and peak RSS are read from /proc for the worker processes
+(and the ClickHouse server process where one is used), over exactly that span.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from streamproc.runtime.broker import free_port
 from streamproc.runtime.kafka import read_topic
 from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS, create_topics, partitions_of
 from streamproc.settings import Settings
-from streamproc.verify.stack import Stack, WorkerProcess, event_partitions, flushed_offsets
+from streamproc.verify.stack import ClickHouseServerProcess, Stack, WorkerProcess, event_partitions, flushed_offsets
 
-from .corpus import Filled, fill, restamped, retimed
-from .procstat import cpu_seconds, peak_rss_bytes
+from .corpus import Filled, fill, live
+from .procstat import cpu_seconds, peak_rss_bytes, rss_bytes
 
 POLL_S = 0.05  # /status poll interval: the error of every start and end time below
 STOP_S = 5  # a worker stopped after its run has flushed everything: no need to wait long for it
@@ -81,6 +83,20 @@ def wait_assigned(workers: list[WorkerProcess], timeout_s: float = 180, stable_s
             since, last = None, None
         time.sleep(POLL_S / 2)
     raise TimeoutError(f"workers did not own all {want} partitions in {timeout_s}s")
+
+
+def wait_first_message(workers: list[WorkerProcess], timeout_s: float = 180) -> float:
+    """Until a worker's ``/status`` counts a consumed message: the first message it holds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for w in workers:
+            if not w.alive():
+                raise RuntimeError(f"worker exited with {w.proc.returncode if w.proc else None}; see its log")
+            st = _status(w)
+            if (st.get("counts") or {}).get("consumed", 0) + (st.get("counts") or {}).get("rejected", 0) > 0:
+                return time.monotonic()
+        time.sleep(POLL_S / 2)
+    raise TimeoutError(f"no message consumed in {timeout_s}s")
 
 
 class FlushLog:
@@ -142,25 +158,63 @@ def run_settings(base: Settings, work: Path, name: str, **changes: Any) -> Setti
                         **changes)
 
 
-def single_worker(base: Settings, filled: Filled, work: Path, name: str, timeout_s: float = 600) -> Measured:
-    """One worker with embedded chDB drains what ``filled`` put on the topics of its prefix."""
+def single_worker(base: Settings, filled: Filled, work: Path, name: str, timeout_s: float = 600,
+                  external_store: bool = False) -> Measured:
+    """One worker drains what ``filled`` put on the topics of its prefix: with embedded chDB, or with
+    ``external_store`` through a ClickHouse server of its own (``streamproc clickhouse-server``, chDB
+    behind the ClickHouse HTTP interface in another process), so that its RSS is the worker's alone."""
     settings = run_settings(base, work, name, topic_prefix=filled.prefix)
+    server = None
+    if external_store:
+        server = ClickHouseServerProcess(settings, free_port(), work / name / "clickhouse.log").start()
+        settings = settings.replace(clickhouse_url=server.url)
     worker = WorkerProcess(settings, work / name / "worker.log").start()
     try:
         with FlushLog([worker]) as flushes:
-            t0 = wait_assigned([worker])
-            cpu0 = cpu_seconds(worker.proc.pid)
+            owned = wait_assigned([worker])
+            t0 = wait_first_message([worker])
+            pids = [worker.proc.pid] + ([server.proc.pid] if server else [])
+            cpu0 = [cpu_seconds(p) for p in pids]
             t1 = flushes.wait_flushed(filled.last_offsets, timeout_s)
-            cpu1 = cpu_seconds(worker.proc.pid)
+            cpu1 = [cpu_seconds(p) for p in pids]
         rss = peak_rss_bytes(worker.proc.pid)
+        server_rss = peak_rss_bytes(server.proc.pid) if server else None
         status = _status(worker)
         metrics_text = _get(worker.url + "/metrics")
     finally:
         worker.stop(timeout_s=STOP_S)
+        if server:
+            server.stop()
     open_windows = sum(p.get("open_windows", 0) for p in status.get("partitions", {}).values())
-    return Measured(filled.events, t1 - t0, cpu1 - cpu0, rss,
-                    {"messages": filled.messages, "open_windows_at_end": open_windows,
-                     "counts": status.get("counts", {}), "flushes": _flush_figures(metrics_text)})
+    extra: dict[str, Any] = {"messages": filled.messages, "open_windows_at_end": open_windows,
+                             "counts": status.get("counts", {}), "flushes": _flush_figures(metrics_text),
+                             "rollups": rollup_figures(metrics_text, settings.rollup_interval_s),
+                             "first_message_after_s": round(t0 - owned, 3)}
+    if server:
+        extra["store"] = "external (streamproc clickhouse-server)"
+        extra["sink_server_peak_rss_mb"] = round(server_rss / 2**20, 1)
+        extra["sink_server_cpu_s"] = round(cpu1[1] - cpu0[1], 2)
+    return Measured(filled.events, t1 - t0, cpu1[0] - cpu0[0], rss, extra)
+
+
+def rollup_figures(text: str, interval_s: float) -> dict[str, Any]:
+    """From the worker's rollup metrics: runs, failures, and how many may have taken longer than the
+    interval (their duration's bucket reaches past it), i.e. a pass that the next tick would wait for."""
+    runs = _metric(text, "streamproc_rollup_duration_seconds_count")
+    buckets = _buckets(text, "streamproc_rollup_duration_seconds")
+    within = max((n for le, n in buckets.items() if le <= interval_s), default=0.0)
+    failed = _labelled(text, "streamproc_rollup_runs_total", 'outcome="failed"')
+    longest = min((le for le, n in buckets.items() if n >= (runs or 0)), default=None)
+    return {"interval_s": interval_s, "runs": int(runs or 0), "failed": int(failed or 0),
+            "runs_over_interval_at_most": int((runs or 0) - within),
+            "longest_run_at_most_s": None if not runs or longest is None or longest == float("inf") else longest}
+
+
+def _labelled(text: str, name: str, label: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def scale_out(base: Settings, n_workers: int, records: list[LogRecord], log_path: Path, work: Path,
@@ -181,11 +235,11 @@ def scale_out(base: Settings, n_workers: int, records: list[LogRecord], log_path
             with FlushLog(workers) as flushes:
                 wait_assigned(workers, stable_s=3.0)
                 pids = [w.proc.pid for w in workers] + [stack.clickhouse.proc.pid]
-                cpu0 = cpu_seconds(*pids)
+                cpu0 = [cpu_seconds(p) for p in pids]
                 t0 = time.monotonic()
                 filled = asyncio.run(fill(stack.settings, records))
                 t1 = flushes.wait_flushed(filled.last_offsets, timeout_s)
-                cpu1 = cpu_seconds(*pids)
+                cpu1 = [cpu_seconds(p) for p in pids]
             rss = [peak_rss_bytes(p) for p in pids]
             owned = {f"worker-{i}": len(_status(w).get("partitions", {})) for i, w in enumerate(workers)}
             dead = asyncio.run(read_topic(stack.settings, DEADLETTER))
@@ -193,20 +247,31 @@ def scale_out(base: Settings, n_workers: int, records: list[LogRecord], log_path
             for w in workers:
                 w.stop(timeout_s=STOP_S)
         summary = reconcile(stack.settings, str(log_path), dead_letters=dead)
-    m = Measured(filled.events, t1 - t0, cpu1 - cpu0, max(rss[:-1]))
-    return {"workers": n_workers, **m.as_dict(), "partitions_per_worker": owned,
+    used = [b - a for a, b in zip(cpu0, cpu1)]
+    m = Measured(filled.events, t1 - t0, sum(used), max(rss[:-1]))
+    workers_cpu = sum(used[:-1])
+    return {"workers": n_workers, **m.as_dict(),
+            "workers_cpu_s": round(workers_cpu, 2),
+            "workers_cpu_s_per_million": round(workers_cpu * 1e6 / filled.events, 2) if filled.events else None,
+            "sink_server_cpu_s_per_million": round(used[-1] * 1e6 / filled.events, 2) if filled.events else None,
+            "partitions_per_worker": owned,
             "produce_seconds": round(filled.seconds, 3), "sink_server_peak_rss_mb": round(rss[-1] / 2**20, 1),
             "oracle_match": summary["oracle_match"], "mismatches": summary["mismatches"],
             "windows": summary["windows"], "dead_letter_match": summary.get("dead_letter_match")}
 
 
 def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path, prefix: str = "fresh.") -> dict[str, Any]:
-    """Publish at ``rate`` to one worker; per event: visible time minus its record timestamp.
+    """Publish at ``rate`` to one worker and time every message from outside, on two clocks.
 
-    The publisher stamps each record with the wall clock as it hands it to the producer; an event is
-    visible at the first /status sample that shows its partition flushed past its offset (the insert
-    into ClickHouse has returned). Also reported: the worker's own ``streamproc_freshness_seconds``
-    histogram (per window row written: flush completion minus the newest event time in the row).
+    The publisher stamps each record with the wall clock as it hands it to the producer (the record
+    timestamp: on Kafka's event topics the broker's append time) and moves its event time along with it
+    (``corpus.live``: the generator's own send delay kept). A message is visible at the first /status
+    sample that shows its partition flushed past its offset (the insert into ClickHouse has returned).
+    The probe's append clock is visible minus record timestamp, per message; its event clock is visible
+    minus the payload's ``ts``. After the run the worker's /metrics is read: its own
+    ``streamproc_append_freshness_seconds`` (per message, flush completion minus record timestamp) must
+    agree with the probe's append clock, and ``streamproc_freshness_seconds`` (per window row, flush
+    completion minus the newest event time in the row) is shown beside the probe's event clock.
     """
     settings = run_settings(base, work, "freshness", topic_prefix=prefix)
     asyncio.run(create_topics(settings))
@@ -214,26 +279,42 @@ def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path,
     try:
         with FlushLog([worker]) as flushes:
             wait_assigned([worker])
-            start_ms = int(time.time() * 1000) + 3000  # retiming a few hundred thousand records takes ~1 s
-            feed = retimed(records, start_ms, rate)
-            time.sleep(max(0.0, start_ms / 1000 - time.time()))
-            sent = asyncio.run(publish(restamped(feed), settings, rate=rate))
+            sent = asyncio.run(publish(live(records), settings, rate=rate))
             flushes.wait_flushed(sent.last_offsets, 120)
         metrics_text = _get(worker.url + "/metrics")
     finally:
         worker.stop(timeout_s=STOP_S)
-    lat = asyncio.run(_latencies(settings, flushes))
-    lat.sort()
+    append, event, delay = asyncio.run(_latencies(settings, flushes))
+    append.sort()
+    event.sort()
+    delay.sort()
+    worker_append = _histogram_quantiles(metrics_text, "streamproc_append_freshness_seconds")
+    worker_event = _histogram_quantiles(metrics_text, "streamproc_freshness_seconds")
+    probe_p50, probe_p99 = _q(append, 0.50), _q(append, 0.99)
+    agreement = None
+    if worker_append and probe_p99 > 0 and probe_p50 > 0:
+        agreement = {"p50_ratio": round(worker_append["p50_s"] / probe_p50, 3),
+                     "p99_ratio": round(worker_append["p99_s"] / probe_p99, 3)}
     return {"target_rate": round(rate), "achieved_rate": round(sent.count / sent.seconds), "events": sent.count,
             "publish_seconds": round(sent.seconds, 2), "flush_interval_s": settings.flush_interval_s,
-            "p50_s": round(_q(lat, 0.50), 3), "p90_s": round(_q(lat, 0.90), 3), "p99_s": round(_q(lat, 0.99), 3),
-            "max_s": round(lat[-1], 3), "poll_interval_s": POLL_S,
-            "worker_histogram": _histogram_quantiles(metrics_text, "streamproc_freshness_seconds")}
+            "clock": "append: record timestamp (stamped as sent) -> visible (flushed past its offset)",
+            "p50_s": round(probe_p50, 3), "p90_s": round(_q(append, 0.90), 3), "p99_s": round(probe_p99, 3),
+            "max_s": round(append[-1], 3), "poll_interval_s": POLL_S,
+            "event_clock": {"events": len(event), "p50_s": round(_q(event, 0.5), 3), "p99_s": round(_q(event, 0.99), 3)},
+            "producer_delay": {"p50_s": round(_q(delay, 0.5), 3), "p99_s": round(_q(delay, 0.99), 3)},
+            "worker_histogram": worker_append, "worker_event_histogram": worker_event,
+            "worker_vs_probe": agreement}
 
 
-async def _latencies(settings: Settings, flushes: FlushLog) -> list[float]:
-    """Visible time minus record timestamp, for every record on the event topics."""
-    out: list[float] = []
+async def _latencies(settings: Settings, flushes: FlushLog) -> tuple[list[float], list[float], list[float]]:
+    """For every record on the event topics: visible time minus its record timestamp (append clock),
+    and for those whose payload has an integer ``ts``, visible time minus that (event clock) and the
+    record timestamp minus it (the producer's delay)."""
+    import orjson
+
+    append: list[float] = []
+    event: list[float] = []
+    delay: list[float] = []
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -246,11 +327,71 @@ async def _latencies(settings: Settings, flushes: FlushLog) -> list[float]:
                 last = offsets[-1] if offsets else -1
                 while last >= 0 and await consumer.position(tp) <= last:
                     for rec in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                        i = bisect.bisect_left(offsets, rec.offset)
-                        out.append(times[i] - rec.timestamp / 1000)
+                        if rec.offset > last:
+                            break
+                        seen = times[bisect.bisect_left(offsets, rec.offset)]
+                        append.append(seen - rec.timestamp / 1000)
+                        try:
+                            ts = orjson.loads(rec.value).get("ts")
+                        except (orjson.JSONDecodeError, AttributeError):
+                            continue
+                        if type(ts) is int:
+                            event.append(seen - ts / 1000)
+                            delay.append((rec.timestamp - ts) / 1000)
     finally:
         await consumer.stop()
-    return out
+    return append, event, delay
+
+
+def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, work: Path,
+         sample_s: float = 1.0) -> dict[str, Any]:
+    """One worker with an external store fed at ``rate`` for ``seconds`` (the corpus over and over, each
+    record stamped as sent), its RSS and the store server's sampled every ``sample_s``; the slope of a
+    least-squares line over the samples after the first fifth (warm-up: windows, buffers and caches
+    fill) says whether memory is flat."""
+    from .feed import Feed
+
+    settings = run_settings(base, work, "soak", topic_prefix="soak.")
+    asyncio.run(create_topics(settings))
+    server = ClickHouseServerProcess(settings, free_port(), work / "soak" / "clickhouse.log").start()
+    settings = settings.replace(clickhouse_url=server.url)
+    worker = WorkerProcess(settings, work / "soak" / "worker.log").start()
+    samples: list[tuple[float, int, int]] = []
+    try:
+        wait_assigned([worker])
+        with Feed(settings, records, rate, cycle=True) as feed:
+            began = time.monotonic()
+            while time.monotonic() - began < seconds:
+                samples.append((time.monotonic() - began, rss_bytes(worker.proc.pid), rss_bytes(server.proc.pid)))
+                time.sleep(sample_s)
+            sent = feed.result.count
+        status = _status(worker)
+    finally:
+        worker.stop(timeout_s=STOP_S)
+        server.stop()
+    kept = samples[len(samples) // 5:] or samples
+    worker_mb = [r / 2**20 for _, r, _ in kept]
+    server_mb = [r / 2**20 for _, _, r in kept]
+    t_min = [t / 60 for t, _, _ in kept]
+    median = sorted(worker_mb)[len(worker_mb) // 2] if worker_mb else None
+    return {"seconds": round(seconds, 1), "rate": round(rate), "events_sent": sent,
+            "events_consumed": (status.get("counts") or {}).get("consumed"),
+            "samples": len(samples), "warmup_samples_left_out": len(samples) - len(kept),
+            "worker_rss_mb": {"first": round(samples[0][1] / 2**20, 1) if samples else None,
+                              "median": round(median, 1) if median else None,
+                              "last": round(samples[-1][1] / 2**20, 1) if samples else None},
+            "worker_slope_mb_per_min": _slope(t_min, worker_mb),
+            "sink_server_rss_mb_last": round(samples[-1][2] / 2**20, 1) if samples else None,
+            "sink_server_slope_mb_per_min": _slope(t_min, server_mb)}
+
+
+def _slope(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of ys over xs."""
+    if len(xs) < 3:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return round(sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den, 3) if den else None
 
 
 def _q(sorted_values: list[float], q: float) -> float:

@@ -28,8 +28,10 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamproc import rollup  # noqa: E402
-from streamproc.boards import queries
+from streamproc.boards import (
+    queries,
+    rollup,  # noqa: E402
+)
 from streamproc.boards.params import METRICS, parse  # noqa: E402
 from streamproc.store.chdb import ChdbSink  # noqa: E402
 

@@ -25,73 +25,25 @@ unbounded API (the default thread pool, no admission), for the ratio.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 import urllib.parse
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 
 from streamproc.logs.logfile import LogRecord
-from streamproc.logs.produce import PublishResult, publish
 from streamproc.runtime.topics import create_topics
 from streamproc.settings import Settings
 from streamproc.verify.stack import WorkerProcess
 
-from .corpus import restamped, retimed
 from .endtoend import STOP_S, _get, _histogram_quantiles, _metric, _q, run_settings, wait_assigned
+from .feed import Feed
 
 LAG_POLL_S = 0.25
-RETIME_CHUNK = 10_000  # records retimed at a time, as the feed reaches them
 REQUEST_TIMEOUT_S = 120
-
-
-class Feed:
-    """Publishes records at ``rate`` from a thread of its own until stopped (or out of records)."""
-
-    def __init__(self, settings: Settings, records: list[LogRecord], rate: float) -> None:
-        self.result = PublishResult()  # its last_offsets move as the broker acknowledges
-        self.error: BaseException | None = None
-        self._settings, self._records, self._rate = settings, records, rate
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = asyncio.Event()  # replaced by one of the feed's own loop when it starts
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            self._ready.set()
-            await publish(restamped(self._timed()), self._settings, rate=self._rate, batch=500,
-                          result=self.result, stop=self._stop)
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # reported by stop(): a lost feed must fail the run, not hide
-            self.error = exc
-            self._ready.set()
-
-    def _timed(self) -> Iterator[LogRecord]:
-        """The records placed on the wall clock from now at ``rate``, retimed a chunk at a time."""
-        start_ms = int(time.time() * 1000)
-        for i in range(0, len(self._records), RETIME_CHUNK):
-            yield from retimed(self._records[i:i + RETIME_CHUNK], start_ms + int(i * 1000 / self._rate), self._rate)
-
-    def __enter__(self) -> "Feed":
-        self._thread.start()
-        self._ready.wait(30)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed if the feed ran out of records
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join()
-        if self.error is not None:
-            raise RuntimeError(f"the feed failed: {self.error!r}") from self.error
 
 
 class LagWatch:
