@@ -1,6 +1,6 @@
 """Any clickstream as CSV or JSON lines, mapped by a small field-map file (TOML).
 
-Example (every key is described in the README)::
+Example (every key is described in docs/LOGS.md)::
 
     input = "csv"              # or "jsonl"
     header = true              # csv: true, false, or leave out to detect it
