@@ -15,14 +15,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from heapq import heapify, heappop, heappush
 from typing import Callable, Optional
 
-from streamproc.core.windows import WINDOW_MS, is_late, window_closed, window_start
+from streamproc.core.windows import WINDOW_MS, is_late, window_start
 from streamproc.ingest.events import Like, Order, View
+from streamproc.settings import Settings
 
 # Slots of a window accumulator (a plain list: cheaper than an object per window on the hot path).
 (EVENTS, ENTERS, LEAVES, PEAK, CLOSE, LIKES, PAID, REFUNDED, ITEMS, GMV, REFUND, MAX_TS, LAST_OFFSET) = range(13)
 N_SLOTS = 13
+# Two more slots the state keeps for itself (never written to the sink), so that the hot path changes one
+# list per event instead of probing two more tables: the monotonic time (ns) an event last changed the
+# window (idle close), and the snapshot generation in which it last changed: ``PartitionState.generation``
+# if it changed since the last snapshot (then its key is in ``dirty``), anything lower if not.
+TOUCHED, DIRTY = N_SLOTS, N_SLOTS + 1
+ACC_SLOTS = N_SLOTS + 2
 
 # Column order of a tallies_10s row as the sink writes it.
 TALLY_COLUMNS = (
@@ -43,10 +51,12 @@ WindowLoader = Callable[[str, int, WindowKey], Optional[list]]
 
 @dataclass(frozen=True)
 class Rules:
+    """The event-time rules of one worker; the defaults are the settings' (one place to change them)."""
+
     window_ms: int = WINDOW_MS
-    lateness_ms: int = 30_000
-    order_dedupe_horizon_ms: int = 3_600_000
-    idle_close_ms: int = 15_000
+    lateness_ms: int = Settings.lateness_ms
+    order_dedupe_horizon_ms: int = Settings.order_dedupe_horizon_ms
+    idle_close_ms: int = Settings.idle_close_ms
 
 
 @dataclass
@@ -74,13 +84,19 @@ class PartitionState:
         self.unit = (-1, 0)  # last applied (offset, index within a pack); ahead of offset mid-message
         self.flushed_offset = -1
         self.windows: dict[WindowKey, list[int]] = {}
-        self.touched: dict[WindowKey, float] = {}
-        self.dirty: set[WindowKey] = set()
+        self.dirty: list[WindowKey] = []  # the windows whose DIRTY slot is ``generation``, in the order they changed
+        self.generation = 1  # of snapshots: each takes the windows of this one and starts the next
         self.watermark: dict[str, int] = {}  # streamer -> highest accepted event time
         self.concurrent: dict[str, int] = {}  # streamer -> running enters - leaves, in log order
         self.evicted_upto: dict[str, int] = {}  # streamer -> latest window start that left memory
         self.orders_seen: dict[tuple[str, str], tuple[int, str]] = {}  # (order_id, status) -> (event time, streamer)
-        self.viewer_sets: dict[WindowKey, set[str]] = {}
+        # the same orders per streamer, oldest first (heaps of (event time, order key)): forgetting the ones
+        # past the horizon then costs what is forgotten, not a pass over every order at every flush
+        self.order_expiry: dict[str, list[tuple[int, tuple[str, str]]]] = {}
+        self._indexed = self.orders_seen  # the dict order_expiry indexes
+        # viewers seen per window, a dict used as a set: of str keys and None values, which the garbage
+        # collector does not track, so its full passes never walk every viewer of every open window
+        self.viewer_sets: dict[WindowKey, dict[str, None]] = {}
         self.pending_viewers: list[tuple] = []
         self.pending_orders: list[tuple] = []
         self.max_ts = 0  # highest event time in the partition
@@ -122,9 +138,9 @@ class PartitionState:
                 acc[ENTERS] += 1
                 seen = self.viewer_sets.get(key)
                 if seen is None:
-                    seen = self.viewer_sets[key] = set()
+                    seen = self.viewer_sets[key] = {}
                 if event.viewer_id not in seen:
-                    seen.add(event.viewer_id)
+                    seen[event.viewer_id] = None
                     self.pending_viewers.append((key[0], streamer, event.viewer_id))
             else:
                 if c > 0:  # a leave whose enter was never counted takes nobody away
@@ -140,6 +156,7 @@ class PartitionState:
             okey = (event.order_id, event.status)
             if okey not in self.orders_seen:
                 self.orders_seen[okey] = (ts, streamer)
+                remember_order(self.order_expiry, streamer, ts, okey)
                 if wm is not None and ts < wm - rules.lateness_ms:
                     self.late_corrections += 1
                 if event.status == "paid":
@@ -156,8 +173,10 @@ class PartitionState:
                      event.session_id, event.viewer_id, event.product_id, event.category, event.quantity,
                      event.amount_fen)
                 )
-        self.dirty.add(key)
-        self.touched[key] = time.monotonic()
+        if acc[DIRTY] != self.generation:
+            acc[DIRTY] = self.generation
+            self.dirty.append(key)
+        acc[TOUCHED] = time.monotonic_ns()
         self._done(offset, index, last)
         return True
 
@@ -186,7 +205,9 @@ class PartitionState:
         if evicted is not None and key[0] <= evicted and self.loader is not None:
             acc = self.loader(self.topic, self.partition, key)
         if acc is None:
-            acc = [0] * N_SLOTS
+            acc = [0] * ACC_SLOTS
+        else:
+            acc[N_SLOTS:] = (0, 0)  # the sink's slots, and the state's own
         self.windows[key] = acc
         return acc
 
@@ -199,20 +220,24 @@ class PartitionState:
             return None
         version = self.offset
         topic, part = self.topic, self.partition
-        rows = [
-            (k[0], k[1], topic, part, version, acc[LAST_OFFSET], acc[MAX_TS], acc[EVENTS], acc[ENTERS],
-             acc[LEAVES], acc[PEAK], acc[CLOSE], acc[LIKES], acc[PAID], acc[REFUNDED], acc[ITEMS], acc[GMV],
-             acc[REFUND])
-            for k in self.dirty
-            for acc in (self.windows[k],)
+        gen = self.generation
+        rows = [  # a pass over the windows reading a slot costs less than a lookup of each changed one
+            (k[0], k[1], topic, part, version, acc[LAST_OFFSET], acc[MAX_TS], acc[EVENTS], acc[ENTERS], acc[LEAVES],
+             acc[PEAK], acc[CLOSE], acc[LIKES], acc[PAID], acc[REFUNDED], acc[ITEMS], acc[GMV], acc[REFUND])
+            for k, acc in self.windows.items() if acc[DIRTY] == gen
         ]
-        snap = Snapshot(topic, part, version, rows, self.pending_viewers, self.pending_orders, self.dirty)
-        self.dirty, self.pending_viewers, self.pending_orders = set(), [], []
+        snap = Snapshot(topic, part, version, rows, self.pending_viewers, self.pending_orders, set(self.dirty))
+        self.dirty, self.pending_viewers, self.pending_orders = [], [], []
+        self.generation = gen + 1  # every window is clean at once
         return snap
 
     def flush_failed(self, snap: Snapshot) -> None:
         """Put a snapshot's work back so the next flush carries it again (nothing is dropped)."""
-        self.dirty |= snap.keys
+        for key in snap.keys:
+            acc = self.windows.get(key)
+            if acc is not None and acc[DIRTY] != self.generation:
+                acc[DIRTY] = self.generation
+                self.dirty.append(key)
         self.pending_viewers = snap.viewers + self.pending_viewers
         self.pending_orders = snap.orders + self.pending_orders
 
@@ -223,23 +248,38 @@ class PartitionState:
             self.flushed_offset = max(self.flushed_offset, snap.offset)
         now = time.monotonic() if now is None else now
         rules = self.rules
-        idle_before = now - rules.idle_close_ms / 1000
-        evicted = 0
-        for key in [k for k in self.windows if k not in self.dirty]:
+        idle_before = int((now - rules.idle_close_ms / 1000) * 1e9)  # as TOUCHED: monotonic ns
+        wm, gen = self.watermark, self.generation
+        # windows.window_closed, unrolled over every window: start + window <= watermark - lateness
+        span = rules.window_ms + rules.lateness_ms
+        gone = [k for k, acc in self.windows.items()
+                if acc[DIRTY] != gen and (acc[TOUCHED] < idle_before or k[0] + span <= wm[k[1]])]
+        for key in gone:
             start, streamer = key
-            if window_closed(start, self.watermark[streamer], rules.window_ms, rules.lateness_ms) or (
-                self.touched.get(key, 0) < idle_before
-            ):
-                del self.windows[key]
-                self.touched.pop(key, None)
-                self.viewer_sets.pop(key, None)
-                if start > self.evicted_upto.get(streamer, start - 1):
-                    self.evicted_upto[streamer] = start
-                evicted += 1
+            del self.windows[key]
+            self.viewer_sets.pop(key, None)
+            if start > self.evicted_upto.get(streamer, start - 1):
+                self.evicted_upto[streamer] = start
         if len(self.orders_seen) > 1024:  # forget an order once no copy of it could be accepted any more
-            wm, h = self.watermark, rules.order_dedupe_horizon_ms
-            self.orders_seen = {k: v for k, v in self.orders_seen.items() if v[0] >= wm[v[1]] - h}
-        return evicted
+            self._forget_orders(rules.order_dedupe_horizon_ms)
+        return len(gone)
+
+    def _forget_orders(self, horizon_ms: int) -> None:
+        """Drop every remembered order older than its streamer's watermark minus ``horizon_ms``: exactly
+        ``{k: v for k, v in orders_seen.items() if v[0] >= watermark[v[1]] - horizon_ms}``, without the pass."""
+        seen, wm, expiry = self.orders_seen, self.watermark, self.order_expiry
+        if self._indexed is not seen or sum(map(len, expiry.values())) != len(seen):
+            self.order_expiry = expiry = index_orders(seen)  # orders_seen was set from outside: index it again
+            self._indexed = seen
+        emptied = []
+        for streamer, heap in expiry.items():
+            bound = wm[streamer] - horizon_ms
+            while heap and heap[0][0] < bound:
+                del seen[heappop(heap)[1]]
+            if not heap:
+                emptied.append(streamer)
+        for streamer in emptied:
+            del expiry[streamer]
 
     @property
     def buffered_rows(self) -> int:
@@ -258,8 +298,9 @@ class PartitionState:
         self.offset = self.flushed_offset = offset
         self.unit = (offset, 0)
         self.windows = windows
-        now = time.monotonic()
-        self.touched = {k: now for k in windows}
+        now = time.monotonic_ns()
+        for acc in windows.values():
+            acc[N_SLOTS:] = (now, 0)  # the sink's slots, and the state's own
         for streamer, (wm, conc) in streamers.items():
             self.watermark[streamer] = wm
             self.concurrent[streamer] = conc
@@ -267,3 +308,26 @@ class PartitionState:
             self.evicted_upto[streamer] = window_start(wm, self.rules.window_ms)
             self.max_ts = max(self.max_ts, wm)
         self.orders_seen = dict(orders)
+        self.order_expiry = index_orders(self.orders_seen)
+        self._indexed = self.orders_seen
+
+
+def remember_order(expiry: dict[str, list[tuple[int, tuple[str, str]]]], streamer: str, ts: int,
+                   okey: tuple[str, str]) -> None:
+    """Index a newly remembered order for ``PartitionState._forget_orders`` (every insert into
+    ``orders_seen`` goes with one)."""
+    heap = expiry.get(streamer)
+    if heap is None:
+        expiry[streamer] = [(ts, okey)]
+    else:
+        heappush(heap, (ts, okey))
+
+
+def index_orders(orders: dict[tuple[str, str], tuple[int, str]]) -> dict[str, list[tuple[int, tuple[str, str]]]]:
+    """``PartitionState.order_expiry`` built from scratch for ``orders`` (a restore)."""
+    expiry: dict[str, list[tuple[int, tuple[str, str]]]] = {}
+    for okey, (ts, streamer) in orders.items():
+        expiry.setdefault(streamer, []).append((ts, okey))
+    for heap in expiry.values():
+        heapify(heap)
+    return expiry

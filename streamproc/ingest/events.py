@@ -9,7 +9,7 @@ the reason code of any message.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_type_hints
 
 import msgspec
 import orjson
@@ -106,6 +106,25 @@ _TYPES = {"view": View, "like": Like, "order": Order}
 # (no unknown fields, so nothing it skips can hide bytes orjson would refuse); anything it refuses is
 # judged again by the reference checks, which name the reason. Same verdicts, one path much cheaper.
 _FAST = msgspec.json.Decoder(Event)
+
+
+def _topic_type(kind: type[View] | type[Like] | type[Order]) -> type[msgspec.Struct]:
+    """``kind``'s fields with the tag as an ordinary field that must say ``kind``'s type."""
+    tag = {View: "view", Like: "like", Order: "order"}[kind]
+    hints = get_type_hints(kind, include_extras=True)
+    fields = [("type", Literal[tag])] + [(f, hints[f]) for f in kind.__struct_fields__]
+    return msgspec.defstruct(f"Topic{kind.__name__}", fields, frozen=True, gc=False, forbid_unknown_fields=True,
+                             module=__name__)
+
+
+# Faster still, for one topic: the events of that topic's own type only, untagged (no search for the tag
+# before the fields: a quarter less per event). What it accepts, ``_FAST`` accepts with the same field
+# values: every "type" key must say the topic's type here, while ``_FAST`` takes the first and requires
+# any other to agree. The objects it gives are not ``View``/``Like``/``Order`` but have their fields
+# (and ``type``); the batch loop (core/batch.py) uses them for the topic they were decoded for, and
+# sends everything this refuses to ``decode``, so no verdict depends on it.
+TOPIC_DECODERS = {TOPIC_OF_TYPE[tag]: msgspec.json.Decoder(_topic_type(kind))
+                  for tag, kind in (("view", View), ("like", Like), ("order", Order))}
 
 
 def is_pack(value: bytes) -> bool:

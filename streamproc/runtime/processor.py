@@ -11,10 +11,10 @@ import time
 from typing import Any, Iterable, Sequence
 
 from streamproc import metrics
+from streamproc.core.batch import Limits, apply_batch
 from streamproc.core.state import PartitionState, Rules, Snapshot
 from streamproc.ingest.deadletter import make_record
-from streamproc.ingest.events import Order, Rejection, decode
-from streamproc.ingest.pack import message_units
+from streamproc.ingest.events import Rejection
 from streamproc.settings import Settings
 from streamproc.store import Sink
 
@@ -34,6 +34,9 @@ class Processor:
         self.states: dict[TP, PartitionState] = {}
         self.dead: list[tuple[bytes, bytes]] = []
         self.counts = {"consumed": 0, "accepted": 0, "rejected": 0, "stale": 0, "late_corrections": 0}
+        self.appended: dict[TP, list[tuple[int, int, int, int]]] = {}  # batches applied, not yet flushed
+        # the per-batch loop (core/batch.py); tests and benchmarks put apply_batch_reference here to compare
+        self.apply_batch = apply_batch
 
     # -- ownership ------------------------------------------------------------------------------
 
@@ -60,6 +63,7 @@ class Processor:
     def revoke(self, tps: Iterable[TP]) -> None:
         for tp in tps:
             self.states.pop(tp, None)
+            self.appended.pop(tp, None)
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -68,50 +72,21 @@ class Processor:
 
         Never raises on bad input: bad input becomes a dead letter. It may raise when the sink is needed
         and away (reopening a window); called again with the same records, it resumes at the first unit
-        not yet applied. The loop is the hot path, so names are bound locally and metrics are counted
-        once per batch.
+        not yet applied. The loop is the hot path (``core/batch.py``: one loop, the reference rules as its
+        oracle); metrics are counted once per batch.
         """
         st = self.states.get((topic, partition))
         if st is None:  # not ours (revoked meanwhile): the new owner reads it again
             self.counts["stale"] += len(records)
             return
         s = self.settings
-        max_bytes, max_future, max_lines = s.max_message_bytes, s.max_future_ms, s.max_pack_lines
+        limits = Limits(s.max_message_bytes, s.max_future_ms, s.max_pack_lines, s.lateness_ms, s.order_dedupe_horizon_ms)
         now_ms = int(time.time() * 1000)  # the reader's clock: no record may claim to be from its future
-        apply, skip, applied = st.apply, st.skip, st.applied
         tally = [0, 0, 0]  # accepted, rejected, late
         corrections = st.late_corrections
+        before = st.offset
         try:
-            for rec in records:
-                offset = rec.offset
-                if offset <= st.offset:  # already applied (redelivery after a seek)
-                    continue
-                key, value, record_ts = rec.key, rec.value, rec.timestamp
-                # the message, or the lines of a pack; size comes first (see pack.message_units)
-                units = message_units(value, max_bytes, max_lines) if value and b"\n" in value else [value]
-                if type(units) is Rejection:  # a pack of too many lines: refused whole, one dead letter
-                    skip(offset, 0, True)
-                    self._dead_letter(topic, partition, offset, key, value, record_ts, units, 0)
-                    tally[1] += 1
-                    continue
-                final = len(units) - 1
-                for index, v in enumerate(units):
-                    if applied(offset, index):  # a retry after this unit went in
-                        continue
-                    event = decode(v, topic, key, record_ts, max_bytes=max_bytes, max_future_ms=max_future, now_ms=now_ms)
-                    if type(event) is Rejection:
-                        skip(offset, index, index == final)
-                        self._dead_letter(topic, partition, offset, key, v, record_ts, event, index)
-                        tally[1] += 1
-                    elif apply(offset, event, index, index == final):
-                        tally[0] += 1
-                    else:
-                        tally[1] += 1
-                        tally[2] += 1
-                        allowed = s.order_dedupe_horizon_ms if type(event) is Order else s.lateness_ms
-                        self._dead_letter(topic, partition, offset, key, v, record_ts,
-                                          Rejection("late", f"more than {allowed} ms behind the streamer's watermark"),
-                                          index)
+            self.apply_batch(st, topic, partition, records, limits, now_ms, self._dead_letter, tally)
         finally:
             accepted, rejected, late = tally
             self.counts["consumed"] += accepted + rejected
@@ -120,6 +95,30 @@ class Processor:
             if st.late_corrections > corrections:
                 self.counts["late_corrections"] += st.late_corrections - corrections
                 metrics.LATE_CORRECTIONS.inc(st.late_corrections - corrections)
+        if records and records[-1].offset > before:
+            self._note_appended((topic, partition), records, before)
+
+    def _note_appended(self, tp: TP, records: Sequence[Any], before: int) -> None:
+        """Remember a batch applied (messages after ``before``, first and last record timestamp) until the
+        flush that makes it visible: the append clock of freshness (``take_appended``). Once per batch."""
+        first = 0
+        if records[0].offset <= before:  # a redelivery: only what this call applied
+            first = next(i for i, rec in enumerate(records) if rec.offset > before)
+        self.appended.setdefault(tp, []).append(
+            (records[-1].offset, len(records) - first, records[first].timestamp, records[-1].timestamp))
+
+    def take_appended(self, snaps: Sequence[Snapshot]) -> list[tuple[int, int, int]]:
+        """``(messages, first_ms, last_ms)`` of every batch these written snapshots made visible."""
+        out: list[tuple[int, int, int]] = []
+        for snap in snaps:
+            pending = self.appended.get((snap.topic, snap.partition))
+            if pending:
+                i = 0
+                while i < len(pending) and pending[i][0] <= snap.offset:
+                    i += 1
+                out += [(n, first, last) for _, n, first, last in pending[:i]]
+                del pending[:i]
+        return out
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      record_ts: int | None, rejection: Rejection, index: int = 0) -> None:
