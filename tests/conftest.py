@@ -6,7 +6,9 @@ that runs real parts (broker, worker processes, chDB under a worker, Chromium, P
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from support.helpers import isolated_settings
@@ -27,3 +29,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def settings(tmp_path: Path) -> Settings:
     """Settings for one isolated run: fresh chDB path, broker and web ports nobody else uses."""
     return isolated_settings(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def chdb_conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One chDB session for a module. chDB holds one data path per process: if another test module
+    still has one open, share it (the modules that use this keep to uniquely named databases, or only
+    parse)."""
+    import chdb
+
+    try:
+        c = chdb.connect(str(tmp_path_factory.mktemp("chdb")))
+    except Exception as exc:  # "EmbeddedServer already initialized with path '...'"
+        m = re.search(r"initialized with path '([^']*)'", str(exc))
+        if not m:
+            raise
+        c = chdb.connect(m.group(1))
+    yield c
+    c.close()

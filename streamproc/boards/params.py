@@ -21,6 +21,14 @@ METRICS = ("gmv", "orders", "views", "unique_viewers", "buyers", "likes", "concu
 DEFAULT_MIN_AUDIENCE = Settings.conversion_min_viewers  # unique viewers below which conversion is not shown
 WINDOWS = ("1m", "5m", "1h", "today", "session")
 PLACES = ("province", "county", "village", "category", "platform")  # filters, and the levels a board groups by
+# the columns that name one place of a level (a county is its province and its name)
+LEVEL_COLUMNS = {
+    "province": ("province",),
+    "county": ("province", "county"),
+    "village": ("province", "county", "village"),
+    "category": ("category",),
+    "platform": ("platform",),
+}
 RISING_BY = ("value", "rank")
 
 MAX_LIMIT = 100

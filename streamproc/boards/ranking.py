@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from streamproc.boards.clock import Clock, clock, not_session, resolve, window_label
-from streamproc.boards.params import Request
+from streamproc.boards.params import LEVEL_COLUMNS, Request
 from streamproc.boards.scores import (
     DIM,
-    LEVEL_COLUMNS,
     NEEDS_AUDIENCE,
     PLACE_FILTER,
     SCORE,

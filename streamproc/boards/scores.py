@@ -30,14 +30,6 @@ SCORE = {
 NEEDS_AUDIENCE = {"unique_viewers", "buyers", "conversion"}
 
 
-LEVEL_COLUMNS = {
-    "province": ("province",),
-    "county": ("province", "county"),
-    "village": ("province", "county", "village"),
-    "category": ("category",),
-    "platform": ("platform",),
-}
-
 
 assert set(SCORE) == set(METRICS)
 

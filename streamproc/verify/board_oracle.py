@@ -82,6 +82,7 @@ from typing import Any, Callable, Iterable
 from streamproc.boards import queries
 from streamproc.boards.params import (
     DEFAULT_MIN_AUDIENCE,
+    LEVEL_COLUMNS,
     MAX_LIMIT,
     PLACES,
     SHANGHAI,
@@ -106,19 +107,11 @@ METRIC_FIELD = {
     "buyers": "buyers", "likes": "likes", "concurrent_viewers": "concurrent_viewers", "conversion": "conversion",
 }
 METRICS = tuple(METRIC_FIELD)
-LEVEL_COLUMNS = {
-    "province": ("province",),
-    "county": ("province", "county"),
-    "village": ("province", "county", "village"),
-    "category": ("category",),
-    "platform": ("platform",),
-}
 ROLLUP_SUMS = ("events", "enters", "leaves", "likes", "orders_paid", "orders_refunded", "items", "gmv_fen",
                "refund_fen")
 ROLLUP_COLUMNS = (*ROLLUP_SUMS, "concurrent_peak", "concurrent_close", "close_at")
 TALLY_COLUMNS = (*ROLLUP_SUMS, "concurrent_peak", "concurrent_close")
 ROLLUP_STATE = "default"  # the rollup job's row in rollup_state
-assert set(LEVEL_COLUMNS) == set(PLACES)
 
 Key = tuple[int, str]  # (window or bucket start ms, streamer_id)
 

@@ -101,7 +101,6 @@ def reconcile(settings: Settings, log: str, dead_letters: list[Any] | None = Non
     from streamproc.store import open_sink
     from streamproc.verify.board_oracle import Truth
     from streamproc.verify.exact import check_store
-    from streamproc.verify.overview_oracle import OrderFact
     from streamproc.verify.oracle import (
         RuleSet,
         actual_tallies,
@@ -112,6 +111,7 @@ def reconcile(settings: Settings, log: str, dead_letters: list[Any] | None = Non
         expected_tallies,
         format_mismatches,
     )
+    from streamproc.verify.overview_oracle import OrderFact
 
     sink = open_sink(settings)
     try:

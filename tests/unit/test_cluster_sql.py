@@ -12,9 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
-from typing import Iterator
 
-import chdb
 import pytest
 from support.helpers import ROOT
 
@@ -34,18 +32,8 @@ DB = "streamproc"  # the database the checked-in file is generated for (Settings
 
 
 @pytest.fixture(scope="module")
-def conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A chDB session. chDB holds one data path per process: if another test module still has one
-    open, share it (everything here lives in uniquely named databases, or only parses)."""
-    try:
-        c = chdb.connect(str(tmp_path_factory.mktemp("chdb")))
-    except Exception as exc:  # "EmbeddedServer already initialized with path '...'"
-        m = re.search(r"initialized with path '([^']*)'", str(exc))
-        if not m:
-            raise
-        c = chdb.connect(m.group(1))
-    yield c
-    c.close()
+def conn(chdb_conn: object) -> object:
+    return chdb_conn
 
 
 def run(conn: object, sql: str, params: dict[str, str] | None = None) -> str:

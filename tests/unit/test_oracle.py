@@ -15,7 +15,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import chdb
 import pytest
 from support import helpers
 from support.helpers import ROOT, TOPIC, decode_record
@@ -32,19 +31,8 @@ ZERO = dict.fromkeys(oracle.COLUMNS, 0)
 
 
 @pytest.fixture(scope="module")
-def conn(tmp_path_factory):
-    """One chDB session for the module. chDB holds one data path per process: if some other test
-    module still has one open, share it (everything here lives in uniquely named databases)."""
-    path = str(tmp_path_factory.mktemp("chdb"))
-    try:
-        c = chdb.connect(path)
-    except Exception as exc:  # "EmbeddedServer already initialized with path '...'"
-        m = re.search(r"initialized with path '([^']*)'", str(exc))
-        if not m:
-            raise
-        c = chdb.connect(m.group(1))
-    yield c
-    c.close()
+def conn(chdb_conn: object) -> object:
+    return chdb_conn
 
 
 @pytest.fixture(scope="module")
