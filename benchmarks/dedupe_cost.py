@@ -38,14 +38,14 @@ class DedupingState(PartitionState):
         super().__init__(*args, **kw)
         self.seen: dict[str, int] = {}
 
-    def apply(self, offset: int, event: Any, index: int = 0) -> bool:
+    def apply(self, offset: int, event: Any, index: int = 0, last: bool = True) -> bool:
         if type(event) is not Order:
             seen = self.seen
             if event.event_id in seen:
-                self.offset = offset
+                self.skip(offset, index, last)  # dropped, but the unit is applied: the checkpoint moves past it
                 return True
             seen[event.event_id] = event.ts
-        return super().apply(offset, event, index)
+        return super().apply(offset, event, index, last)
 
     def prune(self) -> None:
         """Forget ids older than the horizon: a repeat of one of them would be judged late anyway.
