@@ -544,7 +544,8 @@ def table(r: dict[str, Any]) -> str:
         h = b["history"]
         lines.append(f"boards ({h['streamers']:,} streamers x {h['hours']} h, filled in {h['fill_s']} s; "
                      f"{b['pollers']} pollers for {b['seconds']} s; feed {b['feed_rate_achieved']:,}/s): " + "; ".join(
-                         f"{w} p50 {x['p50_ms']} / p99 {x['p99_ms']} ms ({x['requests']} requests, {x['statuses']})"
+                         f"{w} p50 {x['p50_ms']} / p99 {x['p99_ms']} ms ({x['requests']} requests, {x['statuses']}, "
+                         f"served {x['served']})"
                          for w, x in b["boards"].items()) + f"; rollups {b['rollups']}")
     for x in r.get("readers", []):
         fresh_ = {k: (x[k]["freshness"] or {}).get("p99_s") for k in ("quiet", "load")}

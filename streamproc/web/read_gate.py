@@ -1,15 +1,20 @@
-"""Readers cannot starve the pipeline: a bound on the API's concurrent answers, and one shared answer per
-request for a moment.
+"""Readers cannot starve the pipeline: a bound on the API's concurrent answers, one shared answer per
+board for a moment, and a slightly older answer rather than a wait.
 
 The web server shares the worker's process, event loop and store with the flush loop. Unbounded, 200
 pollers put 200 queries into the default thread pool (which the flush and the rollup use too) and at
 the store, in front of every flush (issue 11: flushes fell from 1/s to 3 in 75 s). So:
 
 - **Single flight, short cache.** Identical requests (same endpoint, same parsed parameters: the
-  query's normal form) share one answer while it is being computed and for ``max_age_s`` after it
-  started, so 200 pollers of one board cost one query per ``max_age_s``. The web server uses half a
-  flush interval (at most 0.5 s), as for the data clock (``queries.ClockCache``): nothing
-  newer can have landed meanwhile but one flush.
+  query's normal form, in which a board's ``limit`` is widened to the largest, see ``web/server.py``)
+  share one answer while it is being computed and for ``max_age_s`` after it started, so 200 pollers
+  of one board cost one query per ``max_age_s``. The web server uses half a flush interval (at most
+  0.5 s), as for the data clock (``queries.ClockCache``): nothing newer can have landed meanwhile but
+  one flush.
+- **Stale while revalidating** (RFC 5861's rule). Past ``max_age_s`` and up to ``stale_s`` after it
+  started, a good answer is still served at once (``X-Cache: stale``) while one new computation runs
+  for everybody; a client waits only for a board nobody asked for lately. Every answer carries its own
+  ``as_of``, so an older one is exact for its time, never a mix; it is at most ``stale_s`` old.
 - **A bound.** At most ``max_concurrent`` answers are computed at once, in threads of their own; a
   request that finds no free slot within ``queue_timeout_s`` raises ``Busy`` (the API answers 429 with
   Retry-After). ``max_concurrent`` 0 removes the bound (the default thread pool, as before).
@@ -23,13 +28,15 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, TypeVar
+from typing import Any, Callable, Hashable, Literal, TypeVar
 
 from streamproc.store.base import reading
 
 T = TypeVar("T")
 
 RETRY_AFTER_S = 1  # a busy API has a new answer to share after about one flush interval (1 s by default)
+
+Served = Literal["miss", "hit", "stale"]  # computed for this request / shared while young / older, being renewed
 
 
 class Busy(Exception):
@@ -42,32 +49,49 @@ class _Flight:
     answer: asyncio.Future[Any]
 
 
-class ReadGate:
-    """Admission, single flight and a short cache for the web API's answers (see the module docstring)."""
+@dataclass
+class _Good:
+    started: float  # when the computation that gave it was asked for
+    value: Any
 
-    def __init__(self, max_concurrent: int, queue_timeout_s: float, max_age_s: float) -> None:
+
+class ReadGate:
+    """Admission, single flight, a short cache and stale-while-revalidate for the web API's answers
+    (see the module docstring)."""
+
+    def __init__(self, max_concurrent: int, queue_timeout_s: float, max_age_s: float, stale_s: float = 0.0) -> None:
         self.queue_timeout_s = queue_timeout_s
         self.max_age_s = max_age_s
+        self.stale_s = max(stale_s, max_age_s)
         self._slots = asyncio.Semaphore(max_concurrent) if max_concurrent > 0 else None
         self._pool = ThreadPoolExecutor(max_concurrent, "api-read") if max_concurrent > 0 else None
         self._flights: dict[Hashable, _Flight] = {}
+        self._good: dict[Hashable, _Good] = {}  # the newest successful answer of each key
 
-    async def answer(self, key: Hashable, compute: Callable[[], T]) -> tuple[T, bool]:
-        """``compute()``'s result for ``key``, and whether it was shared (another request's computation).
+    async def answer(self, key: Hashable, compute: Callable[[], T]) -> tuple[T, Served]:
+        """``compute()``'s result for ``key``, and how it was served.
 
-        A computation in flight is always joined: starting a second one would not finish sooner. A
-        finished one is reused until ``max_age_s`` after it started. A failed one is forgotten at once.
+        A computation in flight is joined, unless an answer younger than ``stale_s`` can be served
+        meanwhile: starting a second one would not finish sooner. A finished one is reused until
+        ``max_age_s`` after it started; then it is served stale while a new one runs. A failed one is
+        forgotten at once (and a refusal is never cached), so the next request tries again.
         """
         now = time.monotonic()
         flight = self._flights.get(key)
-        shared = flight is not None and (not flight.answer.done() or now - flight.started < self.max_age_s)
-        if not shared:
+        if flight is not None and flight.answer.done() and now - flight.started < self.max_age_s:
+            return await asyncio.shield(flight.answer), "hit"  # shielded: a hang-up must not cancel it
+        if flight is None or flight.answer.done():
             self._forget_old(now)
             flight = _Flight(now, asyncio.ensure_future(self._compute(compute)))
             self._flights[key] = flight
-            flight.answer.add_done_callback(lambda done: self._forget_failed(key, flight))
-        # shielded: a client that hangs up must not cancel the answer others are waiting for
-        return await asyncio.shield(flight.answer), shared
+            flight.answer.add_done_callback(lambda done: self._settle(key, flight))
+            fresh = True
+        else:
+            fresh = False
+        good = self._good.get(key)
+        if good is not None and now - good.started < self.stale_s:
+            return good.value, "stale"
+        return await asyncio.shield(flight.answer), "miss" if fresh else "hit"
 
     async def _compute(self, compute: Callable[[], T]) -> T:
         if self._slots is None:
@@ -82,16 +106,22 @@ class ReadGate:
         finally:
             self._slots.release()
 
-    def _forget_failed(self, key: Hashable, flight: _Flight) -> None:
-        failed = flight.answer.cancelled() or flight.answer.exception() is not None  # also marks it retrieved
-        if failed and self._flights.get(key) is flight:
+    def _settle(self, key: Hashable, flight: _Flight) -> None:
+        """Keep a good answer for stale serving; forget a failed flight (also marks its error retrieved)."""
+        failed = flight.answer.cancelled() or flight.answer.exception() is not None
+        if not failed:
+            good = self._good.get(key)
+            if good is None or good.started < flight.started:
+                self._good[key] = _Good(flight.started, flight.answer.result())
+        elif self._flights.get(key) is flight:
             del self._flights[key]
 
     def _forget_old(self, now: float) -> None:
-        """Drop finished answers past their age, so distinct requests cannot grow the cache for long."""
-        old = [k for k, f in self._flights.items() if f.answer.done() and now - f.started >= self.max_age_s]
-        for k in old:
+        """Drop answers past serving, so distinct requests cannot grow the cache for long."""
+        for k in [k for k, f in self._flights.items() if f.answer.done() and now - f.started >= self.stale_s]:
             del self._flights[k]
+        for k in [k for k, g in self._good.items() if now - g.started >= self.stale_s]:
+            del self._good[k]
 
 
 def _read(compute: Callable[[], T]) -> T:

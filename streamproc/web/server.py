@@ -4,7 +4,10 @@ leaderboard API and the live leaderboard page.
 Every API handler validates its query string against ``api_spec.ENDPOINTS`` (unknown, repeated or bad
 parameters are a 400 naming the parameter) and then asks ``queries`` through the read gate
 (``read_gate``): the sink's blocking calls run in a thread, so the event loop keeps consuming; identical
-requests share one answer for half a flush interval (``X-Cache: hit``); a few answers are computed at
+requests share one answer for half a flush interval (``X-Cache: hit``), and a board's ``limit`` is not
+part of that identity (every board is computed ``MAX_LIMIT`` rows long and cut to the limit asked: its
+order is total, so the cut is the shorter board); past that age an answer up to one flush interval old
+is served at once while one new computation runs (``X-Cache: stale``); a few answers are computed at
 once and a request that finds no slot in time gets 429 with Retry-After, so readers never starve the
 flush. The page is plain files from ``static/``, no build step. Every error is JSON with its status
 (``web/errors.py``); an answer about one streamer that is unknown is a 404 naming ``streamer_id``.
@@ -25,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamproc import metrics
 from streamproc.boards import queries
-from streamproc.boards.params import BadParameter, Request, parse
+from streamproc.boards.params import MAX_LIMIT, BadParameter, Request, parse
 from streamproc.settings import Settings
 from streamproc.store import Sink
 from streamproc.web.errors import error_body
@@ -88,16 +91,19 @@ def register(app: faust.App, worker: Served) -> None:
         return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     age = min(0.5, s.flush_interval_s / 2)  # requests within this share one answer and one data clock
-    gate = ReadGate(s.api_max_concurrent, s.api_queue_timeout_s, max_age_s=age)
+    gate = ReadGate(s.api_max_concurrent, s.api_queue_timeout_s, max_age_s=age, stale_s=age + s.flush_interval_s)
 
     def api(path: str, answer: Callable[[Request, dict[str, str]], Any]) -> None:
+        ranked = "limit" in ENDPOINTS[path][1]  # a board: its rows are cut to the limit asked (module docstring)
+
         async def handler(self: Any, request: Any, **match: str) -> Any:
             try:
                 req = _request(path, request, s.conversion_min_viewers)
                 for name, value in match.items():
                     parse({name: value}, (name,))
-                key = (path, req, tuple(sorted(match.items())))  # the parsed request: the query's normal form
-                result, shared = await gate.answer(key, lambda: answer(req, match))
+                shared_req = dataclasses.replace(req, limit=MAX_LIMIT) if ranked else req
+                key = (path, shared_req, tuple(sorted(match.items())))  # the query's normal form
+                result, served = await gate.answer(key, lambda: answer(shared_req, match))
             except BadParameter as exc:
                 return _json(self, error_body(400, str(exc), parameter=exc.name), 400)
             except Busy:
@@ -106,9 +112,11 @@ def register(app: faust.App, worker: Served) -> None:
             except Exception:
                 log.exception("%s failed", path)
                 return _json(self, error_body(500, "internal error"), 500)
-            cache = {"X-Cache": "hit" if shared else "miss"}
+            cache = {"X-Cache": served}
             if result is None:  # the answer names one streamer, and it is unknown (openapi.takes_streamer)
                 return _json(self, _unknown(match.get("streamer_id") or req.filters.streamer_id), 404, cache)
+            if ranked and len(result["rows"]) > req.limit:
+                result = {**result, "rows": result["rows"][: req.limit]}
             return _json(self, result, headers=cache)
 
         handler.__name__ = "api_" + path.strip("/").replace("/", "_").replace("{", "").replace("}", "")

@@ -112,3 +112,19 @@ def test_identical_requests_share_one_answer(served) -> None:
     assert all(a[0] == 200 for a in answers), answers
     assert all(a[1] == answers[0][1] for a in answers)
     assert sorted(a[2]["X-Cache"] for a in answers) == ["hit"] * 9 + ["miss"]  # one query for ten requests
+
+
+def test_boards_of_any_limit_are_cuts_of_one_shared_answer(served) -> None:
+    """The limit is not part of a board's identity: one computation, cut to each client's limit, and
+    each cut is the oracle's board of that length (ties broken by streamer id: the order is total)."""
+    _, worker, oracle, _ = served
+    limits = (100, 1, 4, 17)
+    urls = [f"{worker.url}/api/leaderboard?" + urllib.parse.urlencode({"metric": "orders", "window": "1h",
+                                                                      "as_of": MID, "limit": n}) for n in limits]
+    answers = asyncio.run(fetch_all(urls))
+    assert all(a[0] == 200 for a in answers), answers
+    start, end = oracle.window("1h", MID)
+    for n, (_, body, _, _) in zip(limits, answers):
+        assert [(r["streamer_id"], r["score"]) for r in body["rows"]] == oracle.board("orders", start, end, limit=n)
+        assert [r["rank"] for r in body["rows"]] == list(range(1, len(body["rows"]) + 1))
+    assert sorted(a[2]["X-Cache"] for a in answers) == ["hit"] * 3 + ["miss"]

@@ -18,7 +18,6 @@ from streamproc.store.chdb import WriterFirstLock
 from streamproc.verify.chaos import wait_for
 from streamproc.web.read_gate import Busy, ReadGate
 
-
 # -- (a) the store lock: a waiting writer goes first ----------------------------------------------------
 
 
@@ -96,11 +95,61 @@ def test_identical_requests_within_the_age_share_one_computation() -> None:
     async def run() -> None:
         gate = ReadGate(max_concurrent=2, queue_timeout_s=1, max_age_s=0.3)
         together = await asyncio.gather(*(gate.answer("board", compute) for _ in range(50)))
-        assert calls == 1 and all(r == ({"answer": 1}, i > 0) for i, r in enumerate(together)), together
-        assert await gate.answer("board", compute) == ({"answer": 1}, True)  # done, still young: shared
+        assert calls == 1 and together == [({"answer": 1}, "miss")] + [({"answer": 1}, "hit")] * 49, together
+        assert await gate.answer("board", compute) == ({"answer": 1}, "hit")  # done, still young: shared
         assert (await gate.answer("other", compute))[0] == {"answer": 2}  # another query is its own
         await asyncio.sleep(0.35)
-        assert await gate.answer("board", compute) == ({"answer": 3}, False)  # too old: asked again
+        assert await gate.answer("board", compute) == ({"answer": 3}, "miss")  # too old, none stale: asked again
+
+    asyncio.run(run())
+
+
+def test_past_its_age_an_answer_is_served_stale_while_one_new_computation_runs() -> None:
+    calls = 0
+    release = threading.Event()
+
+    def compute() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            release.wait(5)  # the renewal is slow: the crowd must not wait for it
+        return {"answer": calls}
+
+    async def run() -> None:
+        gate = ReadGate(max_concurrent=2, queue_timeout_s=1, max_age_s=0.3, stale_s=1.0)
+        assert await gate.answer("board", compute) == ({"answer": 1}, "miss")
+        await asyncio.sleep(0.35)  # past the age, within the stale bound
+        began = time.monotonic()
+        crowd = await asyncio.gather(*(gate.answer("board", compute) for _ in range(20)))
+        assert crowd == [({"answer": 1}, "stale")] * 20 and time.monotonic() - began < 0.1, crowd
+        assert calls == 2  # one renewal for the crowd, still running
+        release.set()
+        await asyncio.sleep(0.05)
+        assert await gate.answer("board", compute) == ({"answer": 2}, "hit")  # the renewal, young
+        await asyncio.sleep(1.05)  # past the stale bound: no old answer is served, the request waits
+        assert await gate.answer("board", compute) == ({"answer": 3}, "miss")
+
+    asyncio.run(run())
+
+
+def test_a_failed_renewal_keeps_serving_the_last_good_answer_within_the_bound() -> None:
+    answers = iter([{"answer": 1}, RuntimeError("store down"), {"answer": 3}])
+
+    def compute() -> dict[str, int]:
+        got = next(answers)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    async def run() -> None:
+        gate = ReadGate(max_concurrent=1, queue_timeout_s=1, max_age_s=0.3, stale_s=5)
+        assert await gate.answer("board", compute) == ({"answer": 1}, "miss")
+        await asyncio.sleep(0.35)
+        assert await gate.answer("board", compute) == ({"answer": 1}, "stale")  # renewal started, and fails
+        await asyncio.sleep(0.05)
+        assert await gate.answer("board", compute) == ({"answer": 1}, "stale")  # failure forgotten: renewed again
+        await asyncio.sleep(0.05)
+        assert await gate.answer("board", compute) == ({"answer": 3}, "hit")
 
     asyncio.run(run())
 
@@ -115,7 +164,7 @@ def test_past_the_bound_a_request_is_refused_within_the_queue_timeout() -> None:
             await gate.answer("other", lambda: "never")
         assert time.monotonic() - began < 0.8
         await slow
-        assert await gate.answer("other", lambda: "now") == ("now", False)  # a refusal is not cached
+        assert await gate.answer("other", lambda: "now") == ("now", "miss")  # a refusal is not cached
 
     asyncio.run(run())
 
