@@ -28,8 +28,13 @@ demo: install
 demo-check: install
 	$(PY) -m streamproc demo --events 100000 --until-done
 
+# The suite runs in two processes, a test file each at a time (pytest-xdist, --dist loadfile keeps a file's
+# module fixtures in one process): most integration tests wait on a broker, a worker or a browser, so two
+# share two cores well. PYTEST_WORKERS=0 runs it in one process; --durations names the slowest tests.
+PYTEST_WORKERS ?= 2
+
 test: install system-deps audit
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 test-unit: install
 	$(PY) -m pytest -q -m "not integration"
