@@ -18,7 +18,7 @@ so machine load moves all sides alike; the medians of ``--runs`` runs are printe
 given by wall time and by the process's CPU time (``time.process_time``): on a shared machine the CPU
 figures are the steadier ones, as time spent waiting for a core does not count.
 
-    .venv/bin/python -m benchmarks.inner_loop [--events 1000000] [--runs 3] [--unfrozen]
+    .venv/bin/python -m benchmarks.inner_loop [--events 1000000] [--runs 3] [--unfrozen] [--gc default]
     .venv/bin/python -m benchmarks.inner_loop --profile reference|processor|limit [--packs 1]
 """
 
@@ -45,6 +45,7 @@ from streamproc.logs.logfile import LogRecord
 from streamproc.logs.packs import pack_records
 from streamproc.runtime.processor import Processor
 from streamproc.runtime.topics import partitions_of
+from streamproc.runtime.worker import GC_THRESHOLD
 from streamproc.settings import Settings
 
 Rec = namedtuple("Rec", "offset key value timestamp")  # what the processor reads of an aiokafka record
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", choices=("processor", "reference", "limit"), help="cProfile one run instead (stderr)")
     p.add_argument("--unfrozen", action="store_true",
                    help="leave the corpus to the garbage collector (by default it is frozen: see below)")
+    p.add_argument("--gc", choices=("worker", "default"), default="worker",
+                   help="the collector as the worker sets it (runtime.worker.GC_THRESHOLD, for every side of the "
+                        "comparison) or Python's default thresholds")
     p.add_argument("--top", type=int, default=30)
     a = p.parse_args(argv)
     records = load(corpus_log(a.events, a.streamers, a.seed))
@@ -167,13 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         # makes them rarer): the conservative choice. --unfrozen leaves a million records in the oldest
         # generation, which makes full collections vanish: the generous one.
         gc.freeze()
+    if a.gc == "worker":
+        gc.set_threshold(*GC_THRESHOLD)
     runs: dict[int, list[dict[str, Any]]] = {pack: [] for pack in packs}
     for i in range(a.runs):
         for pack in packs:
             r = measure(works[pack], n, pack, a.flush_every)
             runs[pack].append(r)
             print(json.dumps({"run": i, **_rounded(r)}), flush=True)
-    summary: dict[str, Any] = {"events": a.events, "streamers": a.streamers, "seed": a.seed, "batch": a.batch}
+    summary: dict[str, Any] = {"events": a.events, "streamers": a.streamers, "seed": a.seed, "batch": a.batch,
+                               "gc": {"mode": a.gc, "threshold": gc.get_threshold()}}
     for clock in ("wall", "cpu"):
         out = summary[clock] = {}
         for pack, rs in runs.items():
