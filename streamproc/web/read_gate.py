@@ -11,10 +11,13 @@ the store, in front of every flush (issue 11: flushes fell from 1/s to 3 in 75 s
   of one board cost one query per ``max_age_s``. The web server uses half a flush interval (at most
   0.5 s), as for the data clock (``queries.ClockCache``): nothing newer can have landed meanwhile but
   one flush.
-- **Stale while revalidating** (RFC 5861's rule). Past ``max_age_s`` and up to ``stale_s`` after it
-  started, a good answer is still served at once (``X-Cache: stale``) while one new computation runs
-  for everybody; a client waits only for a board nobody asked for lately. Every answer carries its own
-  ``as_of``, so an older one is exact for its time, never a mix; it is at most ``stale_s`` old.
+- **Stale while revalidating** (RFC 5861's rule). Past ``max_age_s``, a good answer is still served at
+  once (``X-Cache: stale``) while one new computation runs for everybody, for ``stale_s`` after it
+  started or, for an answer that takes long to compute, ``max_age_s`` plus twice its computing time
+  (at most ``stale_cap_s``). A crowd of pollers keeps its boards renewed and never waits; a lone
+  client polling slower than that gets a fresh answer, not the one it saw last time; and a stuck
+  store makes readers wait rather than see old data. Every answer carries its own ``as_of``, so an
+  older one is exact for its time, never a mix.
 - **A bound.** At most ``max_concurrent`` answers are computed at once, in threads of their own; a
   request that finds no free slot within ``queue_timeout_s`` raises ``Busy`` (the API answers 429 with
   Retry-After). ``max_concurrent`` 0 removes the bound (the default thread pool, as before).
@@ -52,6 +55,7 @@ class _Flight:
 @dataclass
 class _Good:
     started: float  # when the computation that gave it was asked for
+    took: float  # how long it took to come back
     value: Any
 
 
@@ -59,10 +63,12 @@ class ReadGate:
     """Admission, single flight, a short cache and stale-while-revalidate for the web API's answers
     (see the module docstring)."""
 
-    def __init__(self, max_concurrent: int, queue_timeout_s: float, max_age_s: float, stale_s: float = 0.0) -> None:
+    def __init__(self, max_concurrent: int, queue_timeout_s: float, max_age_s: float, stale_s: float = 0.0,
+                 stale_cap_s: float = 0.0) -> None:
         self.queue_timeout_s = queue_timeout_s
         self.max_age_s = max_age_s
         self.stale_s = max(stale_s, max_age_s)
+        self.stale_cap_s = max(stale_cap_s, self.stale_s)
         self._slots = asyncio.Semaphore(max_concurrent) if max_concurrent > 0 else None
         self._pool = ThreadPoolExecutor(max_concurrent, "api-read") if max_concurrent > 0 else None
         self._flights: dict[Hashable, _Flight] = {}
@@ -89,7 +95,7 @@ class ReadGate:
         else:
             fresh = False
         good = self._good.get(key)
-        if good is not None and now - good.started < self.stale_s:
+        if good is not None and now - good.started < self._servable(good):
             return good.value, "stale"
         return await asyncio.shield(flight.answer), "miss" if fresh else "hit"
 
@@ -106,21 +112,26 @@ class ReadGate:
         finally:
             self._slots.release()
 
+    def _servable(self, good: _Good) -> float:
+        """How long after its start a good answer may still be served stale (module docstring)."""
+        return min(self.stale_cap_s, max(self.stale_s, self.max_age_s + 2 * good.took))
+
     def _settle(self, key: Hashable, flight: _Flight) -> None:
         """Keep a good answer for stale serving; forget a failed flight (also marks its error retrieved)."""
         failed = flight.answer.cancelled() or flight.answer.exception() is not None
         if not failed:
             good = self._good.get(key)
             if good is None or good.started < flight.started:
-                self._good[key] = _Good(flight.started, flight.answer.result())
+                took = time.monotonic() - flight.started
+                self._good[key] = _Good(flight.started, took, flight.answer.result())
         elif self._flights.get(key) is flight:
             del self._flights[key]
 
     def _forget_old(self, now: float) -> None:
         """Drop answers past serving, so distinct requests cannot grow the cache for long."""
-        for k in [k for k, f in self._flights.items() if f.answer.done() and now - f.started >= self.stale_s]:
+        for k in [k for k, f in self._flights.items() if f.answer.done() and now - f.started >= self.stale_cap_s]:
             del self._flights[k]
-        for k in [k for k, g in self._good.items() if now - g.started >= self.stale_s]:
+        for k in [k for k, g in self._good.items() if now - g.started >= self._servable(g)]:
             del self._good[k]
 
 

@@ -6,8 +6,9 @@ parameters are a 400 naming the parameter) and then asks ``queries`` through the
 (``read_gate``): the sink's blocking calls run in a thread, so the event loop keeps consuming; identical
 requests share one answer for half a flush interval (``X-Cache: hit``), and a board's ``limit`` is not
 part of that identity (every board is computed ``MAX_LIMIT`` rows long and cut to the limit asked: its
-order is total, so the cut is the shorter board); past that age an answer up to one flush interval old
-is served at once while one new computation runs (``X-Cache: stale``); a few answers are computed at
+order is total, so the cut is the shorter board); past that age the answer is served at once while its
+successor is computed (``X-Cache: stale``), for one more flush interval or, if it took long to compute,
+twice its computing time (never more than ten intervals: ``read_gate.py``); a few answers are computed at
 once and a request that finds no slot in time gets 429 with Retry-After, so readers never starve the
 flush. The page is plain files from ``static/``, no build step. Every error is JSON with its status
 (``web/errors.py``); an answer about one streamer that is unknown is a 404 naming ``streamer_id``.
@@ -91,7 +92,10 @@ def register(app: faust.App, worker: Served) -> None:
         return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     age = min(0.5, s.flush_interval_s / 2)  # requests within this share one answer and one data clock
-    gate = ReadGate(s.api_max_concurrent, s.api_queue_timeout_s, max_age_s=age, stale_s=age + s.flush_interval_s)
+    # past its age an answer is served while its successor is computed: for one more interval, or half an
+    # interval plus twice its computing time, never more than ten intervals (read_gate.py)
+    gate = ReadGate(s.api_max_concurrent, s.api_queue_timeout_s, max_age_s=age, stale_s=age + s.flush_interval_s,
+                    stale_cap_s=10 * s.flush_interval_s)
 
     def api(path: str, answer: Callable[[Request, dict[str, str]], Any]) -> None:
         ranked = "limit" in ENDPOINTS[path][1]  # a board: its rows are cut to the limit asked (module docstring)

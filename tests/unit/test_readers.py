@@ -116,17 +116,18 @@ def test_past_its_age_an_answer_is_served_stale_while_one_new_computation_runs()
         return {"answer": calls}
 
     async def run() -> None:
-        gate = ReadGate(max_concurrent=2, queue_timeout_s=1, max_age_s=0.3, stale_s=1.0)
+        gate = ReadGate(max_concurrent=2, queue_timeout_s=1, max_age_s=0.5, stale_s=1.5)
         assert await gate.answer("board", compute) == ({"answer": 1}, "miss")
-        await asyncio.sleep(0.35)  # past the age, within the stale bound
+        await asyncio.sleep(0.55)  # past the age, within the stale bound
         began = time.monotonic()
         crowd = await asyncio.gather(*(gate.answer("board", compute) for _ in range(20)))
         assert crowd == [({"answer": 1}, "stale")] * 20 and time.monotonic() - began < 0.1, crowd
+        await asyncio.sleep(0.05)  # the renewal's thread starts
         assert calls == 2  # one renewal for the crowd, still running
         release.set()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
         assert await gate.answer("board", compute) == ({"answer": 2}, "hit")  # the renewal, young
-        await asyncio.sleep(1.05)  # past the stale bound: no old answer is served, the request waits
+        await asyncio.sleep(1.6)  # past the stale bound: no old answer is served, the request waits
         assert await gate.answer("board", compute) == ({"answer": 3}, "miss")
 
     asyncio.run(run())
@@ -177,5 +178,27 @@ def test_answers_are_computed_as_reads_in_a_thread() -> None:
             (read, thread), _ = await gate.answer("k", lambda: (is_reading(), threading.get_ident()))
             assert read and thread != loop_thread, bound
         assert not is_reading()
+
+    asyncio.run(run())
+
+
+def test_a_slow_answer_is_served_stale_for_twice_its_computing_time_and_a_lone_late_poller_gets_a_fresh_one() -> None:
+    calls = 0
+
+    def compute() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        time.sleep(0.3)  # slower than the stale window of 0.2 s: a crowd would wait at every renewal
+        return {"answer": calls}
+
+    async def run() -> None:
+        gate = ReadGate(max_concurrent=2, queue_timeout_s=1, max_age_s=0.1, stale_s=0.2, stale_cap_s=5)
+        assert await gate.answer("board", compute) == ({"answer": 1}, "miss")
+        await asyncio.sleep(0.35)  # 0.65 s after it started: past stale_s, within 0.1 + 2 x 0.3
+        assert await gate.answer("board", compute) == ({"answer": 1}, "stale")
+        await asyncio.sleep(1.0)  # the renewal (0.65 s to 0.95 s) is done, and now past its window (0.1 + 2 x 0.3)
+        began = time.monotonic()
+        assert await gate.answer("board", compute) == ({"answer": 3}, "miss")  # a lone late poller: fresh
+        assert time.monotonic() - began >= 0.3
 
     asyncio.run(run())
