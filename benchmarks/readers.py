@@ -9,9 +9,10 @@ clock) for the whole run. After a warm-up the run has two phases, each measured 
           ignore Retry-After)
 
 Requests cycle through four boards — leaderboard gmv/5m, leaderboard gmv/today, regions (counties,
-today) and a per-minute series — in ``variants`` versions each (``limit`` 1..variants, or another
-streamer for the series), so that ``variants`` > 1 defeats the API's short shared cache the way a
-hostile or merely diverse crowd of readers would; 1 is 200 identical pollers.
+today) and a per-minute series — in ``variants`` versions each (another metric, then another
+sparkline length or region level, for the boards; another streamer for the series: a board's ``limit`` would not do,
+as every limit is a cut of one shared answer), so that ``variants`` > 1 defeats the API's short shared
+cache the way a hostile or merely diverse crowd of readers would; 1 is 200 identical pollers.
 
 Reported per phase: flushes per second (``streamproc_flushes_total``), the worker's own freshness
 histogram over the phase (``streamproc_freshness_seconds``: flush completion minus the newest event
@@ -34,6 +35,7 @@ from typing import Any
 
 import aiohttp
 
+from streamproc.boards.params import LEVEL_COLUMNS, METRICS
 from streamproc.logs.logfile import LogRecord
 from streamproc.runtime.topics import create_topics
 from streamproc.settings import Settings
@@ -83,16 +85,19 @@ class LagWatch:
                 "p99_s_of_feed": round(_q(lag, 0.99) / rate, 2) if lag else None}
 
 
+LEVELS = tuple(LEVEL_COLUMNS)
+
+
 def board_paths(records: list[LogRecord], variants: int) -> list[str]:
     """The request mix: four boards in ``variants`` versions each, interleaved (see the module docstring)."""
     keys = (r.key.decode(errors="replace") for r in records[:50_000] if r.key)
     streamers = list(dict.fromkeys(k for k in keys if k.isalnum()))[:variants]
     out = []
     for v in range(variants):
-        limit = 1 + v % 100
-        out += [f"/api/leaderboard?metric=gmv&window=5m&limit={limit}",
-                f"/api/leaderboard?metric=gmv&window=today&limit={limit}",
-                f"/api/regions?metric=gmv&window=today&level=county&limit={limit}",
+        metric, spark = METRICS[v % len(METRICS)], v // len(METRICS)  # distinct answers, not cuts of one
+        out += [f"/api/leaderboard?metric={metric}&window=5m&spark={spark}",
+                f"/api/leaderboard?metric={metric}&window=today&spark={spark}",
+                f"/api/regions?metric={metric}&window=today&level={LEVELS[spark % len(LEVELS)]}",
                 "/api/series?" + urllib.parse.urlencode({"metric": "gmv", "window": "1h",
                                                          "streamer_id": streamers[v % len(streamers)]})]
     return out

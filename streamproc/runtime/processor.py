@@ -160,7 +160,8 @@ class Processor:
     def status(self) -> dict:
         return {
             "partitions": {
-                f"{t}/{p}": {"offset": st.offset, "flushed_offset": st.flushed_offset, "open_windows": len(st.windows)}
+                f"{t}/{p}": {"offset": st.offset, "flushed_offset": st.flushed_offset, "open_windows": len(st.windows),
+                             "order_ids": len(st.orders_seen)}
                 for (t, p), st in sorted(self.states.items())
             },
             "counts": dict(self.counts),
