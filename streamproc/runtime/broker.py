@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from streamproc.runtime import lifecycle
-
 from streamproc.settings import Settings
 
 log = logging.getLogger(__name__)

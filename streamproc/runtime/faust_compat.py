@@ -40,7 +40,6 @@ from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-
 PINNED = {"faust": "0.15.3", "aiokafka": "0.14.0", "aiohttp": "3.14.5"}
 # The private names used below, by owner; the contract test checks each one exists.
 PRIVATE_NAMES = {

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 import pytest
-from support.leaderboard_data import START_MS, Oracle, build_log, get_json, publish_and_settle, start_worker
 from playwright.sync_api import Page, sync_playwright
+from support.leaderboard_data import START_MS, Oracle, build_log, get_json, publish_and_settle, start_worker
 
 from streamproc.logs.logfile import LogRecord
 from streamproc.runtime.broker import free_port

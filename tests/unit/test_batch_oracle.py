@@ -361,8 +361,10 @@ def test_pack_units_says_what_message_units_says(topic: str | None, lines: list[
 def test_forgetting_orders_is_the_old_rule_exactly() -> None:
     """Orders are forgotten through per-streamer heaps; the set kept is the one the old pass kept:
     ``{k: v for k, v in orders_seen.items() if v[0] >= watermark[v[1]] - horizon}``."""
+    from support.helpers import order as order_event
+    from support.helpers import typed
+
     from streamproc.core.state import Rules
-    from support.helpers import typed, order as order_event
 
     rules = Rules(order_dedupe_horizon_ms=60_000)
     st_ = PartitionState("live.orders", 0, rules)
