@@ -344,22 +344,15 @@ async def _latencies(settings: Settings, flushes: FlushLog) -> tuple[list[float]
 
 
 def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, work: Path,
-         sample_s: float = 1.0, horizon_s: float | None = None) -> dict[str, Any]:
+         sample_s: float = 1.0) -> dict[str, Any]:
     """One worker with an external store fed at ``rate`` for ``seconds`` (the corpus over and over, each
     record stamped as sent), its RSS and the store server's sampled every ``sample_s``; the slope of a
-    least-squares line over the samples after the warm-up says whether memory is flat.
-
-    The worker's state is bounded by its horizons, not by time: windows leave memory once closed
-    (lateness), order ids once older than the dedupe horizon (``order_dedupe_horizon_ms``, 1 h by
-    default: at 4,000 orders/s that alone grows the heap for the whole first hour). A soak shorter than
-    a horizon measures the horizon filling, not a leak; so the soak runs with the order horizon at
-    ``horizon_s`` (a fifth of the soak by default) and leaves out as warm-up everything before the
-    horizon and a minute of lateness and idle closing have passed (at least the first fifth). What the
-    default horizon costs is the order ids' share, reported from the end state (``order_ids``)."""
+    least-squares line over the samples after the first fifth (warm-up: windows, buffers and caches
+    fill) says whether memory is flat. The end state (events consumed, order ids remembered, open
+    windows, rows waiting for the sink) says what the memory holds."""
     from .feed import Feed
 
-    horizon_s = seconds / 5 if horizon_s is None else horizon_s
-    settings = run_settings(base, work, "soak", topic_prefix="soak.", order_dedupe_horizon_ms=int(horizon_s * 1000))
+    settings = run_settings(base, work, "soak", topic_prefix="soak.")
     asyncio.run(create_topics(settings))
     server = ClickHouseServerProcess(settings, free_port(), work / "soak" / "clickhouse.log").start()
     settings = settings.replace(clickhouse_url=server.url)
@@ -377,16 +370,16 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
     finally:
         worker.stop(timeout_s=STOP_S)
         server.stop()
-    warm = max(len(samples) // 5, sum(1 for t, _, _ in samples if t < horizon_s + 60))
-    kept = samples[warm:] if len(samples) - warm >= 3 else samples
+    kept = samples[len(samples) // 5:] or samples
     worker_mb = [r / 2**20 for _, r, _ in kept]
     server_mb = [r / 2**20 for _, _, r in kept]
     t_min = [t / 60 for t, _, _ in kept]
     median = sorted(worker_mb)[len(worker_mb) // 2] if worker_mb else None
     parts = (status.get("partitions") or {}).values()
     return {"seconds": round(seconds, 1), "rate": round(rate), "events_sent": sent,
-            "events_consumed": (status.get("counts") or {}).get("consumed"), "order_horizon_s": round(horizon_s, 1),
-            "order_ids": sum(p.get("order_ids", 0) for p in parts), "open_windows": sum(p.get("open_windows", 0) for p in parts),
+            "events_consumed": (status.get("counts") or {}).get("consumed"),
+            "buffered_rows": status.get("buffered_rows"), "order_ids": sum(p.get("order_ids", 0) for p in parts),
+            "open_windows": sum(p.get("open_windows", 0) for p in parts),
             "samples": len(samples), "warmup_samples_left_out": len(samples) - len(kept),
             "worker_rss_mb": {"first": round(samples[0][1] / 2**20, 1) if samples else None,
                               "median": round(median, 1) if median else None,
