@@ -63,6 +63,10 @@ class Batch:
 
     tp: TP
     records: Sequence[Any]
+    # the consumer group's generation when it was fetched: a batch still queued for its agent when a
+    # rebalance ran is stale (the partition was revoked and restored meanwhile, and the seek after the
+    # rebalance fetches it again); None: not from the fetch loop, always applied
+    generation: int | None = None
 
 
 Deliver = Callable[[Batch], Awaitable[None]]
@@ -96,7 +100,9 @@ class BatchConsumer(AIOKafkaConsumer):
                         if not recs:
                             continue
                     assert self.deliver is not None
-                    await self.deliver(Batch(tp, recs))
+                    await self.deliver(Batch(tp, recs, generation))
+                    if app.consumer_generation_id != generation:
+                        break  # a rebalance ran while it waited: its seek, not this batch, says where to read
                     read_offset[tp] = recs[-1].offset + 1
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

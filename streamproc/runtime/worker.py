@@ -132,6 +132,11 @@ class Worker:
 
         async def consume(stream: faust.StreamT) -> None:
             async for batch in stream:
+                if batch.generation is not None and batch.generation != app.consumer_generation_id:
+                    # fetched before a rebalance and queued through it: applied to the state restored
+                    # since, it could jump past records the seek fetches again, which would then be skipped
+                    self.processor.counts["stale"] += len(batch.records)
+                    continue
                 try:
                     handle(name, batch.tp.partition, batch.records)
                 except Exception as exc:  # never let Faust restart the agent and drop the rest of the batch

@@ -127,6 +127,28 @@ def test_nothing_is_delivered_while_the_flow_is_paused(app: App) -> None:
     assert fetcher.asked > 3
 
 
+def test_a_batch_that_waited_through_a_rebalance_is_marked_stale_and_moves_no_read_offset(app: App) -> None:
+    """A batch held by a full agent channel while a rebalance ran: the seek after the rebalance decides
+    where reading resumes (here back to 2); the batch carries its old generation, so the worker drops it
+    (it is fetched again) instead of applying it to the state restored meanwhile, past a gap."""
+    consumer: Any = app.consumer
+    fetcher = _Fetcher([{A: _records(5, 3)}])
+    got: list[Batch] = []
+    before = app.consumer_generation_id
+
+    async def deliver(batch: Batch) -> None:
+        got.append(batch)
+        app.consumer_generation_id = before + 1  # a rebalance runs while the batch waits to be taken
+        consumer._read_offset[A] = 2  # ... and its seek sets where to read from
+
+    try:
+        asyncio.run(_drain(consumer, fetcher, deliver))
+    finally:
+        app.consumer_generation_id = before
+    assert [b.generation for b in got] == [before]
+    assert consumer._read_offset[A] == 2  # not moved past the records the seek fetches again
+
+
 # -- the private names answer_refused_requests relies on ----------------------------------------------------
 
 
