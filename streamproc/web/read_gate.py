@@ -74,13 +74,14 @@ class ReadGate:
         self._flights: dict[Hashable, _Flight] = {}
         self._good: dict[Hashable, _Good] = {}  # the newest successful answer of each key
 
-    async def answer(self, key: Hashable, compute: Callable[[], T]) -> tuple[T, Served]:
+    async def answer(self, key: Hashable, compute: Callable[[], T], stale: bool = True) -> tuple[T, Served]:
         """``compute()``'s result for ``key``, and how it was served.
 
         A computation in flight is joined, unless an answer younger than ``stale_s`` can be served
         meanwhile: starting a second one would not finish sooner. A finished one is reused until
         ``max_age_s`` after it started; then it is served stale while a new one runs. A failed one is
-        forgotten at once (and a refusal is never cached), so the next request tries again.
+        forgotten at once (and a refusal is never cached), so the next request tries again. ``stale``
+        False: never an answer past its age (a figure about now, not a board with its own ``as_of``).
         """
         now = time.monotonic()
         flight = self._flights.get(key)
@@ -95,7 +96,7 @@ class ReadGate:
         else:
             fresh = False
         good = self._good.get(key)
-        if good is not None and now - good.started < self._servable(good):
+        if stale and good is not None and now - good.started < self._servable(good):
             return good.value, "stale"
         return await asyncio.shield(flight.answer), "miss" if fresh else "hit"
 

@@ -97,7 +97,7 @@ def register(app: faust.App, worker: Served) -> None:
     gate = ReadGate(s.api_max_concurrent, s.api_queue_timeout_s, max_age_s=age, stale_s=age + s.flush_interval_s,
                     stale_cap_s=10 * s.flush_interval_s)
 
-    def api(path: str, answer: Callable[[Request, dict[str, str]], Any]) -> None:
+    def api(path: str, answer: Callable[[Request, dict[str, str]], Any], stale: bool = True) -> None:
         ranked = "limit" in ENDPOINTS[path][1]  # a board: its rows are cut to the limit asked (module docstring)
 
         async def handler(self: Any, request: Any, **match: str) -> Any:
@@ -107,7 +107,7 @@ def register(app: faust.App, worker: Served) -> None:
                     parse({name: value}, (name,))
                 shared_req = dataclasses.replace(req, limit=MAX_LIMIT) if ranked else req
                 key = (path, shared_req, tuple(sorted(match.items())))  # the query's normal form
-                result, served = await gate.answer(key, lambda: answer(shared_req, match))
+                result, served = await gate.answer(key, lambda: answer(shared_req, match), stale)
             except BadParameter as exc:
                 return _json(self, error_body(400, str(exc), parameter=exc.name), 400)
             except Busy:
@@ -137,7 +137,8 @@ def register(app: faust.App, worker: Served) -> None:
     api("/api/streamer/{streamer_id}",
         lambda req, m: queries.streamer(sink, m["streamer_id"], req.time, clk(), req.min_audience))
     api("/api/freshness", lambda req, _: {**queries.freshness(sink, int(time.time() * 1000)),
-                                          "late_corrections_total": worker.processor.counts["late_corrections"]})
+                                          "late_corrections_total": worker.processor.counts["late_corrections"]},
+        stale=False)  # about now, with no as_of of its own: shared for half an interval, never served older
     # the dashboard's answers (boards/overview.py): the page's KPI strip, product ranking and funnel
     api("/api/summary", lambda req, _: queries.summary(sink, req, clk()))
     api("/api/products", lambda req, _: queries.products(sink, req, clk()))

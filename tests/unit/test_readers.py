@@ -202,3 +202,21 @@ def test_a_slow_answer_is_served_stale_for_twice_its_computing_time_and_a_lone_l
         assert time.monotonic() - began >= 0.3
 
     asyncio.run(run())
+
+
+def test_an_answer_about_now_is_never_served_past_its_age() -> None:
+    calls = 0
+
+    def compute() -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    async def run() -> None:
+        gate = ReadGate(max_concurrent=1, queue_timeout_s=1, max_age_s=0.1, stale_s=5)
+        assert await gate.answer("freshness", compute, stale=False) == (1, "miss")
+        await asyncio.sleep(0.15)
+        assert await gate.answer("freshness", compute, stale=False) == (2, "miss")  # computed again, not stale
+        assert await gate.answer("freshness", compute, stale=False) == (2, "hit")
+
+    asyncio.run(run())
