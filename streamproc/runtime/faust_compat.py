@@ -65,8 +65,8 @@ class Batch:
     records: Sequence[Any]
     # the consumer group's generation when it was fetched: a batch still queued for its agent when a
     # rebalance ran is stale (the partition was revoked and restored meanwhile, and the seek after the
-    # rebalance fetches it again); None: not from the fetch loop, always applied
-    generation: int | None = None
+    # rebalance fetches it again)
+    generation: int
 
 
 Deliver = Callable[[Batch], Awaitable[None]]

@@ -132,7 +132,7 @@ class Worker:
 
         async def consume(stream: faust.StreamT) -> None:
             async for batch in stream:
-                if batch.generation is not None and batch.generation != app.consumer_generation_id:
+                if batch.generation != app.consumer_generation_id:
                     # fetched before a rebalance and queued through it: applied to the state restored
                     # since, it could jump past records the seek fetches again, which would then be skipped
                     self.processor.counts["stale"] += len(batch.records)
@@ -461,6 +461,9 @@ def run_worker(settings: Settings, sink: Sink | None = None) -> int:
         sink.close()  # before interpreter teardown: an embedded chDB left open crashes the exit
 
 
+GC_THRESHOLD = (50_000, 20, 20)  # young collections every 50,000 net allocations; older ones rarer
+
+
 def settle_heap() -> None:
     """Set the garbage collector for a long-running consumer.
 
@@ -476,9 +479,6 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
-
-
-GC_THRESHOLD = (50_000, 20, 20)  # young collections every 50,000 net allocations; older ones rarer
 
 
 def _faust_worker(app: faust.App, **kwargs: Any) -> Any:

@@ -77,8 +77,8 @@ class ReadGate:
     async def answer(self, key: Hashable, compute: Callable[[], T], stale: bool = True) -> tuple[T, Served]:
         """``compute()``'s result for ``key``, and how it was served.
 
-        A computation in flight is joined, unless an answer younger than ``stale_s`` can be served
-        meanwhile: starting a second one would not finish sooner. A finished one is reused until
+        A computation in flight is joined, unless an older answer can still be served meanwhile
+        (``_servable``): starting a second one would not finish sooner. A finished one is reused until
         ``max_age_s`` after it started; then it is served stale while a new one runs. A failed one is
         forgotten at once (and a refusal is never cached), so the next request tries again. ``stale``
         False: never an answer past its age (a figure about now, not a board with its own ``as_of``).
