@@ -53,6 +53,10 @@ CONSUMED = Counter(
     ["topic", "type"], registry=REGISTRY)
 REJECTED = Counter("streamproc_events_rejected_total", "Messages dead-lettered, by reason code", ["reason"],
                    registry=REGISTRY)
+BATCH_RECORDS = Histogram(
+    "streamproc_batch_records", "Records of one partition handed to the windows at once, by logical topic: one poll's "
+    "share of a fetch, at most STREAMPROC_MAX_POLL_RECORDS; large while the worker catches up", ["topic"],
+    buckets=(1, 10, 100, 250, 500, 1000, 2500, 5000, 10_000, 20_000, 50_000), registry=REGISTRY)
 LATE = Counter("streamproc_events_late_total",
                "Valid events older than their streamer's watermark minus the allowed lateness (dead-lettered)",
                registry=REGISTRY)

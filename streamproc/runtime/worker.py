@@ -97,6 +97,7 @@ class Worker:
             topic_allow_declare=False,
             topic_disable_leader=True,
             producer_linger_ms=5,
+            broker_max_poll_records=s.max_poll_records or None,
         )
         app.deliver = self._deliver
         self.logical = {s.topic(name): name for name in EVENT_TOPICS}
@@ -130,8 +131,11 @@ class Worker:
         handle = self.processor.handle_batch
         limit = self.settings.max_buffered_rows
 
+        batch_records = metrics.BATCH_RECORDS.labels(name)
+
         async def consume(stream: faust.StreamT) -> None:
             async for batch in stream:
+                batch_records.observe(len(batch.records))
                 if batch.generation != app.consumer_generation_id:
                     # fetched before a rebalance and queued through it: applied to the state restored
                     # since, it could jump past records the seek fetches again, which would then be skipped

@@ -7,6 +7,7 @@ recorded log: no loss and no double counting, whatever happened to the workers i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from support.helpers import assert_exact, recent_log, started
 
@@ -88,3 +89,43 @@ def test_boards_are_exact_when_the_worker_dies_right_after_its_last_flush(settin
         assert clk.rollup_cursor > 0 and clk.pending_minutes, "the kill must leave rolled minutes stale"
     finally:
         sink.close()
+
+
+def test_a_backlog_is_taken_in_polls_of_at_most_max_poll_records(settings: Settings, tmp_path: Path) -> None:
+    """A worker started behind a backlog takes it in batches as large as the poll allows and no larger: the
+    broker answers a fetch with a whole partition's backlog, more than the fetch asked for, so the poll is
+    what bounds the records decoded at once. Every message reaches the windows once, and the tallies and
+    boards are exact."""
+    n, bound = 20_000, 250
+    log = recent_log(tmp_path / "events.jsonl.zst", n, seed=14)
+    settings = settings.replace(max_poll_records=bound)
+    with Stack(settings, tmp_path / "logs") as stack:
+        with Feeder(stack.settings, log, rate=None) as feed:
+            pass
+        worker = started(stack.worker())
+        wait_flushed([worker], feed.result.last_offsets)
+        text = worker.get("/metrics", timeout_s=10).decode()
+        worker.stop()
+        summary = reconcile(stack.settings, str(log))
+    assert_exact(summary)
+    batches = batch_histogram(text)
+    assert batches["sum"] == n, batches  # each message handed to the windows exactly once
+    assert batches[bound] == batches["count"], f"a batch held more than {bound} records: {batches}"
+    assert batches[100] < batches["count"], f"the backlog came in small batches, so the bound was not tested: {batches}"
+
+
+def batch_histogram(metrics_text: str) -> dict[Any, float]:
+    """``streamproc_batch_records`` summed over topics: batches per upper bound (``le``), ``count`` and ``sum``."""
+    out: dict[Any, float] = {"count": 0.0, "sum": 0.0}
+    for line in metrics_text.splitlines():
+        if not line.startswith("streamproc_batch_records"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name.startswith("streamproc_batch_records_bucket"):
+            le = name.split('le="', 1)[1].split('"', 1)[0]
+            if le != "+Inf":
+                out[int(float(le))] = out.get(int(float(le)), 0.0) + float(value)
+        elif name.startswith(("streamproc_batch_records_count", "streamproc_batch_records_sum")):
+            key = "count" if "_count" in name else "sum"
+            out[key] += float(value)
+    return out

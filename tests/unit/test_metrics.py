@@ -41,7 +41,7 @@ def test_names_follow_prometheus_conventions() -> None:
         if fam.type == "counter":
             assert names <= {fam.name + "_total"}, names  # no _created series
         if fam.type == "histogram":
-            assert fam.name.endswith("_seconds"), fam.name
+            assert fam.name.endswith(("_seconds", "_bytes", "_records")), fam.name  # a base unit, or what is counted
         labels = {k for s in fam.samples for k in s.labels} - {"le"}
         assert not any(UNBOUNDED.search(k) for k in labels), (fam.name, labels)
     assert sample("streamproc_build_info", version=__version__, python=platform.python_version()) == 1
