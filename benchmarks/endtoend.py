@@ -385,8 +385,20 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
                               "median": round(median, 1) if median else None,
                               "last": round(samples[-1][1] / 2**20, 1) if samples else None},
             "worker_slope_mb_per_min": _slope(t_min, worker_mb),
+            "worker_rss_mb_each_minute": _each_minute(samples, seconds),
             "sink_server_rss_mb_last": round(samples[-1][2] / 2**20, 1) if samples else None,
             "sink_server_slope_mb_per_min": _slope(t_min, server_mb)}
+
+
+def _each_minute(samples: list[tuple[float, int, int]], seconds: float) -> list[int]:
+    """The worker's RSS (MB) at the start and after each whole minute: the shape the slope sums up (a
+    leak climbs steadily, a heap filling to its high-water mark levels off)."""
+    out = []
+    for m in range(int(seconds // 60) + 1):
+        at = next((r for t, r, _ in samples if t >= m * 60), None)
+        if at is not None:
+            out.append(round(at / 2**20))
+    return out
 
 
 def _slope(xs: list[float], ys: list[float]) -> float | None:

@@ -535,7 +535,8 @@ def table(r: dict[str, Any]) -> str:
         so = r["soak"]
         lines.append(f"soak {so['seconds']} s at {so['rate']:,}/s ({so['events_sent']:,} sent, {so['events_consumed']} "
                      f"consumed, {so.get('buffered_rows')} rows waiting for the sink at the end): worker RSS "
-                     f"{so['worker_rss_mb']} MB, slope {so['worker_slope_mb_per_min']} MB/min; store server "
+                     f"{so['worker_rss_mb']} MB, slope {so['worker_slope_mb_per_min']} MB/min, each minute "
+                     f"{so.get('worker_rss_mb_each_minute')} MB; store server "
                      f"{so['sink_server_rss_mb_last']} MB, slope {so['sink_server_slope_mb_per_min']} MB/min")
     for s in r.get("scaleout", []):
         lines.append(f"{s['workers']} worker(s): {s['events_per_s']:>8,} events/s aggregate, "

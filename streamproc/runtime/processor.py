@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 
 from streamproc import metrics
 from streamproc.core.batch import Limits, apply_batch
-from streamproc.core.state import PartitionState, Rules, Snapshot
+from streamproc.core.state import PartitionState, Rules, Snapshot, WindowKey
 from streamproc.ingest.deadletter import make_record
 from streamproc.ingest.events import Rejection
 from streamproc.settings import Settings
@@ -23,12 +23,30 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]  # (logical topic, partition)
 
 
+class WindowNotLoaded(Exception):
+    """An evicted window must be read back from the store before its batch can go on.
+
+    Raised from the hot path instead of querying the store there when the processor defers reopens: the
+    worker's event loop then never waits on the store (an embedded store runs one statement at a time, so
+    a reopen could wait behind a board's query). The worker reads the window in a thread
+    (``Processor.reopen``) and applies the batch again, which resumes at the unit that needed it.
+    """
+
+    def __init__(self, topic: str, partition: int, key: WindowKey) -> None:
+        super().__init__(f"window {key} of {topic}/{partition} is to be read from the store")
+        self.topic, self.partition, self.key = topic, partition, key
+
+
 class Processor:
     """Owns the per-partition states of one worker and the pending dead letters."""
 
-    def __init__(self, settings: Settings, sink: Sink) -> None:
+    def __init__(self, settings: Settings, sink: Sink, *, defer_reopen: bool = False) -> None:
+        """``defer_reopen``: a window to reopen raises ``WindowNotLoaded`` instead of being read from the
+        store on the spot (the worker's way, see ``reopen``); without it the read happens inline."""
         self.settings = settings
         self.sink = sink
+        self.defer_reopen = defer_reopen
+        self.reopened: dict[tuple[str, int, WindowKey], list | None] = {}  # read by ``reopen``, not yet taken
         self.rules = Rules(lateness_ms=settings.lateness_ms, order_dedupe_horizon_ms=settings.order_dedupe_horizon_ms,
                            idle_close_ms=settings.idle_close_ms)
         self.states: dict[TP, PartitionState] = {}
@@ -54,16 +72,29 @@ class Processor:
                      topic, part, r.offset, len(r.windows), len(r.streamers), len(r.orders))
         return resume
 
-    def _load_window(self, topic: str, partition: int, key: tuple[int, str]) -> list | None:
-        """Reopen an evicted window from its last snapshot. A sink error propagates: the state is left
-        as it was before the unit, and the worker retries the batch (asynchronously, with backoff)
-        from the next unapplied unit."""
-        return self.sink.load_window(topic, partition, key)
+    def _load_window(self, topic: str, partition: int, key: WindowKey) -> list | None:
+        """Reopen an evicted window from its last snapshot. A sink error (or ``WindowNotLoaded``)
+        propagates: the state is left as it was before the unit, and the batch applied again resumes at it."""
+        if not self.defer_reopen:
+            return self.sink.load_window(topic, partition, key)
+        try:
+            return self.reopened.pop((topic, partition, key))
+        except KeyError:
+            raise WindowNotLoaded(topic, partition, key) from None
+
+    def reopen(self, need: WindowNotLoaded) -> None:
+        """Read the window ``need`` names from the store, for the next ``handle_batch`` to take. Thread
+        safe against the event loop's processing: one dict item is set, and only the hot path takes it."""
+        self.reopened[(need.topic, need.partition, need.key)] = self.sink.load_window(need.topic, need.partition,
+                                                                                      need.key)
 
     def revoke(self, tps: Iterable[TP]) -> None:
-        for tp in tps:
+        gone = set(tps)
+        for tp in gone:
             self.states.pop(tp, None)
             self.appended.pop(tp, None)
+        for k in [k for k in self.reopened if k[:2] in gone]:  # a new owner reads them from its own restore
+            del self.reopened[k]
 
     # -- messages -------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from streamproc.logging_setup import logging_config
 from streamproc.runtime import lifecycle
 from streamproc.runtime.faust_compat import App, Batch, add_middleware, answer_refused_requests, commit
 from streamproc.runtime.kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
-from streamproc.runtime.processor import Processor
+from streamproc.runtime.processor import Processor, WindowNotLoaded
 from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS
 from streamproc.settings import Settings
 from streamproc.store import Sink, open_sink
@@ -63,7 +63,7 @@ class Worker:
         if settings.streamers_file:
             n = dimension.load(self.sink, settings.streamers_file)
             log.info("loaded %d streamers from %s", n, settings.streamers_file)
-        self.processor = Processor(settings, self.sink)
+        self.processor = Processor(settings, self.sink, defer_reopen=True)  # the event loop never waits on the store
         self.flush_lock = asyncio.Lock()
         self.dead_outbox: list[OutgoingDeadLetter] = []  # in order; leaves only once the broker has it
         self.dead_lock = asyncio.Lock()  # one sender at a time: a flush waits for what an agent has in flight
@@ -130,7 +130,6 @@ class Worker:
         self.channels[self.settings.topic(name)] = channel
         handle = self.processor.handle_batch
         limit = self.settings.max_buffered_rows
-
         batch_records = metrics.BATCH_RECORDS.labels(name)
 
         async def consume(stream: faust.StreamT) -> None:
@@ -144,7 +143,7 @@ class Worker:
                 try:
                     handle(name, batch.tp.partition, batch.records)
                 except Exception as exc:  # never let Faust restart the agent and drop the rest of the batch
-                    await self._retry_batch(name, batch, exc)
+                    await self._finish_batch(name, batch, exc)
                 if self.processor.dead or self.dead_outbox:
                     await self._pass_dead_letters()
                 if self.buffered_rows >= limit:
@@ -153,30 +152,47 @@ class Worker:
         consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_')}"
         app.agent(channel, name=f"streamproc.{name}")(consume)
 
-    async def _retry_batch(self, name: str, batch: Batch, exc: Exception) -> None:
-        """Apply a batch again until it goes through, resuming at the first unit not applied.
+    async def _finish_batch(self, name: str, batch: Batch, exc: Exception) -> None:
+        """Apply a batch again until it goes through, resuming each time at the first unit not applied.
 
-        Typically the sink is away and a window must be reopened from its snapshot. The agent waits, and
-        with it the fetcher, so consumption pauses (as at the buffer bound) while the event loop keeps
-        serving flushes, the API and /metrics.
+        A window to reopen (``WindowNotLoaded``) is read from the store in a thread: the event loop goes on
+        serving the API, flushes and /metrics, and the batch goes on as soon as the window is in. Any other
+        failure (typically the store away while a window is read) pauses consumption — the agent waits,
+        and with it the fetcher, as at the buffer bound — and is retried with capped backoff. A rebalance
+        meanwhile ends the batch here: its partition was flushed or restored since, and the seek fetches
+        what it has not applied again.
         """
-        backoff = 0.5
-        self._pause(+1)
-        log.warning("pausing consumption: a batch of %s/%d needs the sink", name, batch.tp.partition,
-                    extra={"event": "consumption_paused"})
-        while True:
-            log.error("applying a batch of %s/%d failed; retrying in %.1fs", name, batch.tp.partition, backoff,
-                      exc_info=exc)
-            await asyncio.sleep(backoff)
-            backoff = min(self.settings.sink_retry_max_s, backoff * 2)
-            try:
-                self.processor.handle_batch(name, batch.tp.partition, batch.records)
-                break
-            except Exception as again:
-                exc = again
-        self._pause(-1)
-        log.info("resuming consumption: the batch of %s/%d is applied", name, batch.tp.partition,
-                 extra={"event": "consumption_resumed"})
+        backoff, paused = 0.5, False
+        try:
+            while True:
+                if isinstance(exc, WindowNotLoaded):
+                    try:
+                        await asyncio.to_thread(self.processor.reopen, exc)
+                    except Exception as failed:
+                        exc = failed
+                if not isinstance(exc, WindowNotLoaded):
+                    if not paused:
+                        paused = True
+                        self._pause(+1)
+                        log.warning("pausing consumption: a batch of %s/%d needs the sink", name, batch.tp.partition,
+                                    extra={"event": "consumption_paused"})
+                    log.error("applying a batch of %s/%d failed; retrying in %.1fs", name, batch.tp.partition,
+                              backoff, exc_info=exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(self.settings.sink_retry_max_s, backoff * 2)
+                if batch.generation != self.app.consumer_generation_id:
+                    self.processor.counts["stale"] += len(batch.records)
+                    return
+                try:
+                    self.processor.handle_batch(name, batch.tp.partition, batch.records)
+                    return
+                except Exception as again:
+                    exc = again
+        finally:
+            if paused:
+                self._pause(-1)
+                log.info("resuming consumption: the batch of %s/%d is applied", name, batch.tp.partition,
+                         extra={"event": "consumption_resumed"})
 
     async def _deliver(self, batch: Batch) -> None:
         await self.channels[batch.tp.topic].put(batch)

@@ -294,3 +294,48 @@ def test_a_window_reopened_while_the_sink_is_down_is_retried_whole_and_drops_not
     finally:
         sink.close()
         server.stop()
+
+
+def test_a_window_to_reopen_is_read_outside_the_hot_path_and_the_batch_resumes_at_its_unit(settings: Settings) -> None:
+    """The worker's processor defers reopens: instead of querying the store in the hot path (on the worker's
+    event loop, where an embedded store's reopen would wait behind a board's query and stall every API
+    answer) it raises WindowNotLoaded naming the window; the worker reads it in a thread, and the batch
+    applied again resumes at the unit that needed it, counting each event once."""
+    from streamproc.core.state import EVENTS, LIKES
+    from streamproc.logs.packs import pack_records
+    from streamproc.runtime.processor import Processor, WindowNotLoaded
+
+    ts = int(time.time() * 1000) - 20_000
+    ts -= ts % 10_000
+
+    def one_like(n: int, at: int, count: int = 1) -> dict:
+        return like(event_id=f"e{n}", ts=at, session_id="l1", count=count)
+
+    settings = settings.replace(idle_close_ms=0)
+    sink = open_sink(settings)  # embedded chDB: one statement at a time, the case this is for
+    try:
+        sink.apply_schema()
+        proc = Processor(settings, sink, defer_reopen=True)
+        proc.assign([("live.likes", 0)])
+        proc.handle_batch("live.likes", 0, [Rec(0, b"s1", orjson.dumps(one_like(0, ts)), ts),
+                                            Rec(1, b"s1", orjson.dumps(one_like(1, ts + 12_000)), ts)])
+        snaps = proc.snapshot()
+        sink.write(snaps)
+        proc.flush_done(snaps)  # idle for 0 ms: both windows leave memory
+        st = proc.states[("live.likes", 0)]
+        (packed,) = pack_records([record(one_like(n, at, 10 ** n), ts)
+                                  for n, at in ((2, ts + 25_000), (3, ts + 1_000), (4, ts + 2_000))], 3)
+        batch = [Rec(2, b"s1", packed.value, ts)]
+        with pytest.raises(WindowNotLoaded) as raised:
+            proc.handle_batch("live.likes", 0, batch)
+        need = raised.value
+        assert (need.topic, need.partition, need.key) == ("live.likes", 0, (ts, "s1"))
+        assert st.offset == 1 and st.half_applied and proc.snapshot() == []  # never a checkpoint mid-message
+        assert st.windows[(ts + 20_000, "s1")][LIKES] == 100  # the unit before it is in
+        asyncio.run(asyncio.to_thread(proc.reopen, need))  # as the worker does, off its event loop
+        proc.handle_batch("live.likes", 0, batch)
+        assert st.offset == 2 and not st.half_applied and not proc.reopened
+        assert st.windows[(ts, "s1")][EVENTS] == 3 and st.windows[(ts, "s1")][LIKES] == 1 + 1_000 + 10_000
+        assert st.windows[(ts + 20_000, "s1")][LIKES] == 100  # applied once
+    finally:
+        sink.close()
