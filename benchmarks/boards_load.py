@@ -36,7 +36,7 @@ from streamproc.runtime.topics import create_topics
 from streamproc.settings import Settings
 from streamproc.verify.stack import WorkerProcess
 
-from .endtoend import STOP_S, _get, _q, rollup_figures, run_settings, wait_assigned
+from .endtoend import STOP_S, _get, _histogram_quantiles, _q, rollup_figures, run_settings, wait_assigned
 from .feed import Feed
 
 WINDOWS = ("5m", "1h", "today")
@@ -138,6 +138,8 @@ def boards_load(base: Settings, records: list[LogRecord], work: Path, *, streame
     phase_rollups = rollup_figures(_delta_text(before, after), interval)
     return {"history": history, "pollers": pollers, "seconds": round(elapsed, 1), "feed_rate": round(rate),
             "feed_rate_achieved": round(fed), "boards": per_window, "rollups": phase_rollups,
+            # the worker's own probe over the polling phase: a stalled loop delays every answer at once
+            "event_loop_lag": _histogram_quantiles(after, "streamproc_event_loop_lag_seconds", before),
             "api_max_concurrent": settings.api_max_concurrent}
 
 

@@ -551,7 +551,8 @@ def table(r: dict[str, Any]) -> str:
                      f"{b['pollers']} pollers for {b['seconds']} s; feed {b['feed_rate_achieved']:,}/s): " + "; ".join(
                          f"{w} p50 {x['p50_ms']} / p99 {x['p99_ms']} ms ({x['requests']} requests, {x['statuses']}, "
                          f"served {x['served']})"
-                         for w, x in b["boards"].items()) + f"; rollups {b['rollups']}")
+                         for w, x in b["boards"].items())
+                     + f"; rollups {b['rollups']}; the worker's event loop lag {b.get('event_loop_lag')}")
     for x in r.get("readers", []):
         fresh_ = {k: (x[k]["freshness"] or {}).get("p99_s") for k in ("quiet", "load")}
         lines.append(f"readers, api_max_concurrent={x['api_max_concurrent']} ({x['clients']} clients, "

@@ -24,7 +24,7 @@ from faust.types import TP as FaustTP
 from streamproc import metrics
 from streamproc.boards import changes, dimension, rollup
 from streamproc.logging_setup import logging_config
-from streamproc.runtime import lifecycle
+from streamproc.runtime import lifecycle, loop_lag
 from streamproc.runtime.faust_compat import App, Batch, add_middleware, answer_refused_requests, commit
 from streamproc.runtime.kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
 from streamproc.runtime.processor import Processor, WindowNotLoaded
@@ -106,6 +106,7 @@ class Worker:
         for name in EVENT_TOPICS:
             self._add_agent(app, name)
         app.task(self._flush_loop)
+        app.task(self._watch_loop_lag)
         app.timer(5.0, name="streamproc.broker_watch")(BrokerWatch(s).check)  # a hung broker is otherwise silent
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -323,6 +324,9 @@ class Worker:
                     await self.flush()
                 except Exception:  # flush() handles sink errors itself; nothing else may end the loop
                     log.exception("flush loop")
+
+    async def _watch_loop_lag(self) -> None:
+        await loop_lag.watch(metrics.EVENT_LOOP_LAG, should_stop=lambda: self.app.should_stop)
 
     async def flush(self) -> bool:
         """Write every changed window and the checkpoints; on failure keep everything and back off."""
