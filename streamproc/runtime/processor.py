@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_right
+from operator import attrgetter
 from typing import Any, Iterable, Sequence
 
 from streamproc import metrics
@@ -21,6 +23,7 @@ from streamproc.store import Sink
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]  # (logical topic, partition)
+_offset = attrgetter("offset")
 
 
 class WindowNotLoaded(Exception):
@@ -101,21 +104,23 @@ class Processor:
     def handle_batch(self, topic: str, partition: int, records: Sequence[Any]) -> None:
         """Apply consecutive records of one partition (aiokafka records: offset, key, value, timestamp ms).
 
-        Never raises on bad input: bad input becomes a dead letter. It may raise when the sink is needed
-        and away (reopening a window); called again with the same records, it resumes at the first unit
-        not yet applied. The loop is the hot path (``core/batch.py``: one loop, the reference rules as its
+        Never raises on bad input: bad input becomes a dead letter. It may raise when a window is to be
+        reopened: ``WindowNotLoaded`` if reopens are deferred, or the store's error if it is away; called
+        again with the same records, it resumes at the first unit not yet applied. The loop is the hot path (``core/batch.py``: one loop, the reference rules as its
         oracle); metrics are counted once per batch.
         """
         st = self.states.get((topic, partition))
         if st is None:  # not ours (revoked meanwhile): the new owner reads it again
             self.counts["stale"] += len(records)
             return
+        before = st.offset
+        if records and records[0].offset <= before:  # a batch applied again after a reopen, or a redelivery
+            records = records[bisect_right(records, before, key=_offset):]
         s = self.settings
         limits = Limits(s.max_message_bytes, s.max_future_ms, s.max_pack_lines, s.lateness_ms, s.order_dedupe_horizon_ms)
         now_ms = int(time.time() * 1000)  # the reader's clock: no record may claim to be from its future
         tally = [0, 0, 0]  # accepted, rejected, late
         corrections = st.late_corrections
-        before = st.offset
         try:
             self.apply_batch(st, topic, partition, records, limits, now_ms, self._dead_letter, tally)
         finally:
@@ -126,17 +131,17 @@ class Processor:
             if st.late_corrections > corrections:
                 self.counts["late_corrections"] += st.late_corrections - corrections
                 metrics.LATE_CORRECTIONS.inc(st.late_corrections - corrections)
-        if records and records[-1].offset > before:
-            self._note_appended((topic, partition), records, before)
+            if st.offset > before:  # also when it stopped half way: what it applied becomes visible
+                self._note_appended((topic, partition), records, st.offset)
 
-    def _note_appended(self, tp: TP, records: Sequence[Any], before: int) -> None:
-        """Remember a batch applied (messages after ``before``, first and last record timestamp) until the
-        flush that makes it visible: the append clock of freshness (``take_appended``). Once per batch."""
-        first = 0
-        if records[0].offset <= before:  # a redelivery: only what this call applied
-            first = next(i for i, rec in enumerate(records) if rec.offset > before)
-        self.appended.setdefault(tp, []).append(
-            (records[-1].offset, len(records) - first, records[first].timestamp, records[-1].timestamp))
+    def _note_appended(self, tp: TP, records: Sequence[Any], upto: int) -> None:
+        """Remember the messages of ``records`` applied up to ``upto`` (count, first and last record
+        timestamp) until the flush that makes them visible: the append clock of freshness
+        (``take_appended``). Once per batch."""
+        n = len(records) if records[-1].offset <= upto else bisect_right(records, upto, key=_offset)
+        if n:
+            self.appended.setdefault(tp, []).append(
+                (records[n - 1].offset, n, records[0].timestamp, records[n - 1].timestamp))
 
     def take_appended(self, snaps: Sequence[Snapshot]) -> list[tuple[int, int, int]]:
         """``(messages, first_ms, last_ms)`` of every batch these written snapshots made visible."""

@@ -337,5 +337,17 @@ def test_a_window_to_reopen_is_read_outside_the_hot_path_and_the_batch_resumes_a
         assert st.offset == 2 and not st.half_applied and not proc.reopened
         assert st.windows[(ts, "s1")][EVENTS] == 3 and st.windows[(ts, "s1")][LIKES] == 1 + 1_000 + 10_000
         assert st.windows[(ts + 20_000, "s1")][LIKES] == 100  # applied once
+        # two messages, the second for another evicted window: the first is in when the batch stops
+        batch = [Rec(3, b"s1", orjson.dumps(one_like(5, ts + 26_000)), ts),
+                 Rec(4, b"s1", orjson.dumps(one_like(6, ts + 13_000)), ts)]
+        with pytest.raises(WindowNotLoaded) as raised:
+            proc.handle_batch("live.likes", 0, batch)
+        assert raised.value.key == (ts + 10_000, "s1") and st.offset == 3
+        proc.reopen(raised.value)
+        proc.handle_batch("live.likes", 0, batch)
+        assert st.offset == 4 and st.windows[(ts + 10_000, "s1")][EVENTS] == 2
+        assert st.windows[(ts + 20_000, "s1")][EVENTS] == 2
+        # the append clock of freshness counts every message once, stopped batches too
+        assert sum(n for n, _, _ in proc.take_appended(proc.snapshot())) == 5
     finally:
         sink.close()
