@@ -106,8 +106,9 @@ class Processor:
 
         Never raises on bad input: bad input becomes a dead letter. It may raise when a window is to be
         reopened: ``WindowNotLoaded`` if reopens are deferred, or the store's error if it is away; called
-        again with the same records, it resumes at the first unit not yet applied. The loop is the hot path (``core/batch.py``: one loop, the reference rules as its
-        oracle); metrics are counted once per batch.
+        again with the same records, it resumes at the first unit not yet applied. The loop is the hot
+        path (``core/batch.py``: one loop, the reference rules as its oracle); metrics are counted once
+        per batch.
         """
         st = self.states.get((topic, partition))
         if st is None:  # not ours (revoked meanwhile): the new owner reads it again
