@@ -136,10 +136,7 @@ class Worker:
         async def consume(stream: faust.StreamT) -> None:
             async for batch in stream:
                 batch_records.observe(len(batch.records))
-                if batch.generation != app.consumer_generation_id:
-                    # fetched before a rebalance and queued through it: applied to the state restored
-                    # since, it could jump past records the seek fetches again, which would then be skipped
-                    self.processor.counts["stale"] += len(batch.records)
+                if self._stale(batch):
                     continue
                 try:
                     handle(name, batch.tp.partition, batch.records)
@@ -152,6 +149,15 @@ class Worker:
 
         consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_')}"
         app.agent(channel, name=f"streamproc.{name}")(consume)
+
+    def _stale(self, batch: Batch) -> bool:
+        """Whether a rebalance ran since ``batch`` was fetched (it is then counted and left alone). Applied to
+        the state restored since, it could jump past records the seek fetches again, which would then be
+        skipped as applied."""
+        if batch.generation == self.app.consumer_generation_id:
+            return False
+        self.processor.counts["stale"] += len(batch.records)
+        return True
 
     async def _finish_batch(self, name: str, batch: Batch, exc: Exception) -> None:
         """Apply a batch again until it goes through, resuming each time at the first unit not applied.
@@ -181,8 +187,7 @@ class Worker:
                               backoff, exc_info=exc)
                     await asyncio.sleep(backoff)
                     backoff = min(self.settings.sink_retry_max_s, backoff * 2)
-                if batch.generation != self.app.consumer_generation_id:
-                    self.processor.counts["stale"] += len(batch.records)
+                if self._stale(batch):
                     return
                 try:
                     self.processor.handle_batch(name, batch.tp.partition, batch.records)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from support.helpers import assert_exact, recent_log, started
 
 from streamproc.runtime.broker import free_port
@@ -117,15 +118,14 @@ def test_a_backlog_is_taken_in_polls_of_at_most_max_poll_records(settings: Setti
 def batch_histogram(metrics_text: str) -> dict[Any, float]:
     """``streamproc_batch_records`` summed over topics: batches per upper bound (``le``), ``count`` and ``sum``."""
     out: dict[Any, float] = {"count": 0.0, "sum": 0.0}
-    for line in metrics_text.splitlines():
-        if not line.startswith("streamproc_batch_records"):
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "streamproc_batch_records":
             continue
-        name, value = line.rsplit(" ", 1)
-        if name.startswith("streamproc_batch_records_bucket"):
-            le = name.split('le="', 1)[1].split('"', 1)[0]
-            if le != "+Inf":
-                out[int(float(le))] = out.get(int(float(le)), 0.0) + float(value)
-        elif name.startswith(("streamproc_batch_records_count", "streamproc_batch_records_sum")):
-            key = "count" if "_count" in name else "sum"
-            out[key] += float(value)
+        for s in family.samples:
+            if s.name.endswith("_bucket"):
+                if s.labels["le"] != "+Inf":
+                    le = int(float(s.labels["le"]))
+                    out[le] = out.get(le, 0.0) + s.value
+            elif s.name.endswith(("_count", "_sum")):
+                out["count" if s.name.endswith("_count") else "sum"] += s.value
     return out
