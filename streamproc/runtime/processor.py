@@ -15,8 +15,10 @@ from typing import Any, Iterable, Sequence
 from streamproc import metrics
 from streamproc.core.batch import Limits, apply_batch
 from streamproc.core.state import PartitionState, Rules, Snapshot, WindowKey
+from streamproc.core.windows import window_start
 from streamproc.ingest.deadletter import make_record
-from streamproc.ingest.events import Rejection
+from streamproc.ingest.events import Rejection, decode
+from streamproc.ingest.pack import message_units
 from streamproc.settings import Settings
 from streamproc.store import Sink
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]  # (logical topic, partition)
 _offset = attrgetter("offset")
+REOPEN_READ_MAX = 256  # windows read back from the store in one query
 
 
 class WindowNotLoaded(Exception):
@@ -85,19 +88,52 @@ class Processor:
         except KeyError:
             raise WindowNotLoaded(topic, partition, key) from None
 
-    def reopen(self, need: WindowNotLoaded) -> None:
-        """Read the window ``need`` names from the store, for the next ``handle_batch`` to take. Thread
-        safe against the event loop's processing: one dict item is set, and only the hot path takes it."""
-        self.reopened[(need.topic, need.partition, need.key)] = self.sink.load_window(need.topic, need.partition,
-                                                                                      need.key)
+    def windows_to_reopen(self, need: WindowNotLoaded, records: Sequence[Any]) -> list[WindowKey]:
+        """``need``'s window, then every other evicted window the rest of the batch touches (at most
+        ``REOPEN_READ_MAX``), to be read in one query. Called on the event loop, where the state is not
+        changing under it. A window read and not taken (its event late after all) is dropped when the
+        batch ends (``drop_reopened``): kept, it could outlive a later change of the window it copies."""
+        st = self.states.get((need.topic, need.partition))
+        keys = [need.key]
+        if st is None:
+            return keys
+        s, window_ms = self.settings, self.rules.window_ms
+        seen, evicted, windows = {need.key}, st.evicted_upto, st.windows
+        for rec in records[bisect_right(records, st.offset, key=_offset):]:
+            value = rec.value
+            units = message_units(value, s.max_message_bytes, s.max_pack_lines) if value and b"\n" in value else [value]
+            for unit in units if type(units) is list else ():
+                event = decode(unit, need.topic, rec.key, rec.timestamp, max_bytes=s.max_message_bytes,
+                               max_future_ms=s.max_future_ms)
+                if type(event) is Rejection:
+                    continue
+                key = (window_start(event.ts, window_ms), event.streamer_id)
+                if key not in seen and key not in windows and key[0] <= evicted.get(key[1], key[0] - 1):
+                    seen.add(key)
+                    keys.append(key)
+                    if len(keys) == REOPEN_READ_MAX:
+                        return keys
+        return keys
+
+    def reopen(self, need: WindowNotLoaded, keys: Sequence[WindowKey] = ()) -> None:
+        """Read ``keys`` (default: the window ``need`` names) from the store in one query, for the hot path
+        to take. Thread safe against the event loop's processing: one dict update, and only the hot path
+        takes its items."""
+        keys = keys or [need.key]
+        found = self.sink.load_windows(need.topic, need.partition, keys)
+        self.reopened.update({(need.topic, need.partition, k): found.get(k) for k in keys})
+
+    def drop_reopened(self, topic: str, partition: int) -> None:
+        for k in [k for k in self.reopened if k[0] == topic and k[1] == partition]:
+            del self.reopened[k]
 
     def revoke(self, tps: Iterable[TP]) -> None:
         gone = set(tps)
         for tp in gone:
             self.states.pop(tp, None)
             self.appended.pop(tp, None)
-        for k in [k for k in self.reopened if k[:2] in gone]:  # a new owner reads them from its own restore
-            del self.reopened[k]
+        for tp in gone:  # a new owner reads them from its own restore
+            self.drop_reopened(*tp)
 
     # -- messages -------------------------------------------------------------------------------
 

@@ -162,8 +162,9 @@ class Worker:
     async def _finish_batch(self, name: str, batch: Batch, exc: Exception) -> None:
         """Apply a batch again until it goes through, resuming each time at the first unit not applied.
 
-        A window to reopen (``WindowNotLoaded``) is read from the store in a thread: the event loop goes on
-        serving the API, flushes and /metrics, and the batch goes on as soon as the window is in. Any other
+        A window to reopen (``WindowNotLoaded``) is read from the store in a thread, with every other evicted
+        window the rest of the batch touches: the event loop goes on serving the API, flushes and /metrics,
+        and the batch goes on as soon as the windows are in. Any other
         failure (typically the store away while a window is read) pauses consumption — the agent waits,
         and with it the fetcher, as at the buffer bound — and is retried with capped backoff. A rebalance
         meanwhile ends the batch here: its partition was flushed or restored since, and the seek fetches
@@ -173,8 +174,9 @@ class Worker:
         try:
             while True:
                 if isinstance(exc, WindowNotLoaded):
+                    keys = self.processor.windows_to_reopen(exc, batch.records)
                     try:
-                        await asyncio.to_thread(self.processor.reopen, exc)
+                        await asyncio.to_thread(self.processor.reopen, exc, keys)
                     except Exception as failed:
                         exc = failed
                 if not isinstance(exc, WindowNotLoaded):
@@ -195,6 +197,7 @@ class Worker:
                 except Exception as again:
                     exc = again
         finally:
+            self.processor.drop_reopened(name, batch.tp.partition)
             if paused:
                 self._pause(-1)
                 log.info("resuming consumption: the batch of %s/%d is applied", name, batch.tp.partition,

@@ -221,12 +221,29 @@ class Sink(ABC):
 
     def load_window(self, topic: str, partition: int, key: WindowKey) -> list[int] | None:
         """The latest snapshot of one window, to reopen it after it was closed for idleness."""
-        rows = self.rows(
-            f"SELECT {_ACC_SELECT} FROM tallies_10s FINAL WHERE src_topic = {{t:String}} AND "
-            "src_partition = {p:UInt16} AND window_start = fromUnixTimestamp64Milli({w:Int64}) AND streamer_id = {s:String}",
-            {"t": topic, "p": partition, "w": key[0], "s": key[1]},
-        )
-        return _to_acc(rows[0]) if rows else None
+        return self.load_windows(topic, partition, [key]).get(key)
+
+    def load_windows(self, topic: str, partition: int, keys: Sequence[WindowKey]) -> dict[WindowKey, list[int]]:
+        """The latest snapshot of each of ``keys`` the store holds, in one read: late orders come in runs
+        (a payment system catching up), and a batch that needs several evicted windows pays for one
+        query, not one each behind whatever else holds the store."""
+        starts, streamers = sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
+        params: dict[str, Any] = {"t": topic, "p": partition}
+        params.update((f"w{i}", w) for i, w in enumerate(starts))
+        params.update((f"s{i}", s) for i, s in enumerate(streamers))
+        in_starts = ", ".join(f"fromUnixTimestamp64Milli({{w{i}:Int64}})" for i in range(len(starts)))
+        in_streamers = ", ".join(f"{{s{i}:String}}" for i in range(len(streamers)))
+        wanted = set(keys)
+        found = {}
+        for row in self.rows(
+            f"SELECT toUnixTimestamp64Milli(window_start), streamer_id, {_ACC_SELECT} FROM tallies_10s FINAL "
+            f"WHERE src_topic = {{t:String}} AND src_partition = {{p:UInt16}} AND window_start IN ({in_starts}) "
+            f"AND streamer_id IN ({in_streamers})", params,
+        ):
+            key = (int(row[0]), row[1])
+            if key in wanted:  # the two IN lists also match pairs nobody asked for
+                found[key] = _to_acc(row[2:])
+        return found
 
 
 def _prefixed_acc(alias: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support.helpers import Rec, assert_exact, feed_and_flush, like, recent_log, record, report, started
+from support.helpers import Rec, assert_exact, feed_and_flush, like, order, recent_log, record, report, started
 
 from streamproc.logs.logfile import LogRecord, read_log, write_log
 from streamproc.runtime.broker import EmbeddedBroker, free_port
@@ -349,5 +349,64 @@ def test_a_window_to_reopen_is_read_outside_the_hot_path_and_the_batch_resumes_a
         assert st.windows[(ts + 20_000, "s1")][EVENTS] == 2
         # the append clock of freshness counts every message once, stopped batches too
         assert sum(n for n, _, _ in proc.take_appended(proc.snapshot())) == 5
+    finally:
+        sink.close()
+
+
+def test_the_windows_a_batch_reopens_are_read_in_one_query_and_one_read_for_nothing_is_dropped(settings: Settings) -> None:
+    """Late orders come in runs (a payment system catching up). The first that needs an evicted window stops
+    the batch; the worker reads that window and every other evicted window the rest of the batch touches in
+    one query (found in the profile of a live feed: one query per late order, each waiting behind the
+    flush's inserts, held the orders agent and with it the fetcher of every topic). Each order counts once.
+    A window read for an order that turns out too late is dropped when the batch ends: kept, it would be
+    taken in place of the window's newer snapshot when a later order reopens it."""
+    from streamproc.core.state import GMV, PAID
+    from streamproc.runtime.processor import Processor, WindowNotLoaded
+
+    ts = int(time.time() * 1000) - 120_000
+    ts -= ts % 10_000
+    settings = settings.replace(idle_close_ms=0, order_dedupe_horizon_ms=60_000)
+    sink = open_sink(settings)
+    queries: list[str] = []
+    rows = sink.rows
+    sink.rows = lambda sql, params=None: queries.append(sql) or rows(sql, params)  # type: ignore[method-assign]
+
+    def paid(n: int, at: int, streamer: str = "s1") -> Rec:
+        ev = order(event_id=f"e{n}", order_id=f"o{n}", ts=at, streamer_id=streamer, amount_fen=100 * n)
+        return Rec(n, streamer.encode(), orjson.dumps(ev), at)
+
+    try:
+        sink.apply_schema()
+        proc = Processor(settings, sink, defer_reopen=True)
+        proc.assign([("live.orders", 0)])
+        st = proc.states[("live.orders", 0)]
+        proc.handle_batch("live.orders", 0, [paid(0, ts), paid(1, ts + 10_000), paid(2, ts + 20_000),
+                                             paid(3, ts + 12_000, "s2"), paid(4, ts + 70_000)])
+        snaps = proc.snapshot()
+        sink.write(snaps)
+        proc.flush_done(snaps)  # idle for 0 ms: every window leaves memory
+        assert not st.windows
+        # s1's watermark is ts + 70 s: window ts is past the 60 s horizon, ts + 10 s and ts + 20 s are not
+        batch = [paid(5, ts + 10_001), paid(6, ts + 20_001), paid(7, ts + 5), paid(8, ts + 12_001, "s2"),
+                 paid(9, ts + 10_002)]
+        with pytest.raises(WindowNotLoaded) as raised:
+            proc.handle_batch("live.orders", 0, batch)
+        keys = proc.windows_to_reopen(raised.value, batch)
+        assert keys == [(ts + 10_000, "s1"), (ts + 20_000, "s1"), (ts, "s1"), (ts + 10_000, "s2")]
+        queries.clear()
+        asyncio.run(asyncio.to_thread(proc.reopen, raised.value, keys))
+        assert len(queries) == 1
+        proc.handle_batch("live.orders", 0, batch)  # no other window to wait for
+        assert st.offset == 9
+        assert st.windows[(ts + 10_000, "s1")][PAID] == 3 and st.windows[(ts + 10_000, "s1")][GMV] == 100 + 500 + 900
+        assert st.windows[(ts + 20_000, "s1")][PAID] == 2 and st.windows[(ts + 10_000, "s2")][PAID] == 2
+        assert list(proc.reopened) == [("live.orders", 0, (ts, "s1"))]  # read for the order that was too late
+        proc.drop_reopened("live.orders", 0)  # the worker's _finish_batch, as the batch ends
+        snaps = proc.snapshot()
+        sink.write(snaps)
+        proc.flush_done(snaps)
+        assert {k: acc[GMV] for k, acc in sink.load_windows("live.orders", 0, keys).items()} == {
+            (ts, "s1"): 0, (ts + 10_000, "s1"): 1_500, (ts + 20_000, "s1"): 800, (ts + 10_000, "s2"): 1_100}
+        assert not proc.reopened
     finally:
         sink.close()
