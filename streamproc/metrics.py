@@ -65,6 +65,11 @@ LATE_CORRECTIONS = Counter("streamproc_late_corrections_total",
                            "corrects a past window", registry=REGISTRY)
 
 # -- output -------------------------------------------------------------------------------------------
+WINDOWS_REOPENED = Counter(
+    "streamproc_windows_reopened_total", "Closed windows reopened by a late event (a late payment, mostly), by where "
+    "their last snapshot came from: memory (kept after closing, STREAMPROC_CLOSED_WINDOWS_KEPT) or store (a read)",
+    ["source"], registry=REGISTRY)
+_REOPENED = (WINDOWS_REOPENED.labels("memory"), WINDOWS_REOPENED.labels("store"))
 FLUSHES = Counter("streamproc_flushes_total", "Flushes that reached the sink", registry=REGISTRY)
 FLUSH_FAILURES = Counter("streamproc_flush_failures_total",
                          "Flush attempts the sink refused or that failed; the rows are kept and retried",
@@ -219,6 +224,11 @@ def count_batch(topic: str, accepted: int, rejected: int, late: int) -> None:
         invalid.inc(rejected - late)
     if late:
         LATE.inc(late)
+
+
+def count_reopens(from_memory: int, from_store: int) -> None:
+    _REOPENED[0].inc(from_memory)
+    _REOPENED[1].inc(from_store)
 
 
 def count_rejection(reason: str) -> None:

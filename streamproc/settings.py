@@ -73,6 +73,7 @@ class Settings:
     # the worker's processing: windows, flushes, backpressure, rollups, change events
     streamers_file: str = setting("", "processing", "streamers dimension (CSV, JSON array or JSON lines) the worker loads when it starts")
     idle_close_ms: int = setting(15_000, "processing", "wall time a window may sit untouched in memory before it is closed, ms")
+    closed_windows_kept: int = setting(4_096, "processing", "windows per partition kept in memory after they are closed while a late event could still reach them (a late payment, within the dedupe horizon), so that reopening one needs no read of the store; 0: every reopen reads the store")
     flush_interval_s: float = setting(1.0, "processing", "seconds between the starts of two flushes of open windows (a graceful stop flushes once more)")
     max_buffered_rows: int = setting(200_000, "processing", "consumption pauses while this many rows await the sink")
     sink_retry_max_s: float = setting(10.0, "processing", "cap of the exponential backoff between sink retries, s")

@@ -13,13 +13,14 @@ hold part of a message its checkpoint could not name. The retry resumes after ``
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 from typing import Callable, Optional
 
 from streamproc.core.windows import WINDOW_MS, is_late, window_start
-from streamproc.ingest.events import Like, Order, View
+from streamproc.ingest.events import TOPIC_OF_TYPE, Like, Order, View
 from streamproc.settings import Settings
 
 # Slots of a window accumulator (a plain list: cheaper than an object per window on the hot path).
@@ -45,6 +46,7 @@ ORDER_COLUMNS = (
 )
 
 WindowKey = tuple[int, str]  # (window_start_ms, streamer_id)
+ORDERS_TOPIC = TOPIC_OF_TYPE["order"]
 # Loads one window's latest snapshot from the sink: (topic, partition, key) -> accumulator or None.
 WindowLoader = Callable[[str, int, WindowKey], Optional[list]]
 
@@ -57,6 +59,7 @@ class Rules:
     lateness_ms: int = Settings.lateness_ms
     order_dedupe_horizon_ms: int = Settings.order_dedupe_horizon_ms
     idle_close_ms: int = Settings.idle_close_ms
+    closed_windows_kept: int = Settings.closed_windows_kept
 
 
 @dataclass
@@ -88,7 +91,14 @@ class PartitionState:
         self.generation = 1  # of snapshots: each takes the windows of this one and starts the next
         self.watermark: dict[str, int] = {}  # streamer -> highest accepted event time
         self.concurrent: dict[str, int] = {}  # streamer -> running enters - leaves, in log order
-        self.evicted_upto: dict[str, int] = {}  # streamer -> latest window start that left memory
+        # streamer -> latest window start the store may hold that is neither in memory nor in ``closed``:
+        # set by a restore, and by a window that left memory while an event could still reach it and was
+        # not kept; a window after it and not in memory was never written, and opens from zero unread
+        self.stored_upto: dict[str, int] = {}
+        # windows that left memory but an event could still reach, as the store holds them, oldest first:
+        # a late payment reopens its window from here, not with a read of the store (see ``flush_done``)
+        self.closed: dict[WindowKey, list[int]] = {}
+        self.reopens = [0, 0]  # windows reopened from ``closed``, from the store
         self.orders_seen: dict[tuple[str, str], tuple[int, str]] = {}  # (order_id, status) -> (event time, streamer)
         # the same orders per streamer, oldest first (heaps of (event time, order key)): forgetting the ones
         # past the horizon then costs what is forgotten, not a pass over every order at every flush
@@ -199,11 +209,15 @@ class PartitionState:
 
     def _open(self, key: WindowKey) -> list[int]:
         acc = None
-        # A window that already left memory (idle-closed) may still accept events within lateness:
-        # reopen it from its last snapshot instead of starting from zero, which would overwrite it.
-        evicted = self.evicted_upto.get(key[1])
-        if evicted is not None and key[0] <= evicted and self.loader is not None:
+        # A window that already left memory may still accept events (within lateness; a payment, within the
+        # horizon): reopen it from its last snapshot, kept or in the store, instead of starting from zero,
+        # which would overwrite it.
+        acc = self.closed.pop(key, None)
+        if acc is not None:
+            self.reopens[0] += 1
+        elif self.loader is not None and key[0] <= self.stored_upto.get(key[1], key[0] - 1):
             acc = self.loader(self.topic, self.partition, key)
+            self.reopens[1] += 1
         if acc is None:
             acc = [0] * ACC_SLOTS
         else:
@@ -254,12 +268,27 @@ class PartitionState:
         span = rules.window_ms + rules.lateness_ms
         gone = [k for k, acc in self.windows.items()
                 if acc[DIRTY] != gen and (acc[TOUCHED] < idle_before or k[0] + span <= wm[k[1]])]
+        # A window leaves memory only once the store holds its last change, so the accumulator is that
+        # snapshot: kept (up to ``closed_windows_kept``) while an event could still reach it, it reopens
+        # the window as a read of the store would. Orders reach back the dedupe horizon, the rest the lateness.
+        closed, keep = self.closed, rules.closed_windows_kept
+        reach = rules.window_ms + (rules.order_dedupe_horizon_ms if self.topic == ORDERS_TOPIC else rules.lateness_ms)
+        windows, stored_upto = self.windows, self.stored_upto
         for key in gone:
             start, streamer = key
-            del self.windows[key]
+            acc = windows.pop(key)
             self.viewer_sets.pop(key, None)
-            if start > self.evicted_upto.get(streamer, start - 1):
-                self.evicted_upto[streamer] = start
+            if start + reach <= wm[streamer]:
+                continue  # every event it could take is late, now and later (watermarks only rise)
+            if keep:
+                closed[key] = acc
+            elif start > stored_upto.get(streamer, start - 1):
+                stored_upto[streamer] = start
+        if len(closed) > keep:  # the oldest closed first; the store still has them
+            for key in list(itertools.islice(closed, len(closed) - keep)):
+                del closed[key]
+                if key[0] > stored_upto.get(key[1], key[0] - 1):
+                    stored_upto[key[1]] = key[0]
         if len(self.orders_seen) > 1024:  # forget an order once no copy of it could be accepted any more
             self._forget_orders(rules.order_dedupe_horizon_ms)
         return len(gone)
@@ -305,7 +334,7 @@ class PartitionState:
             self.watermark[streamer] = wm
             self.concurrent[streamer] = conc
             # windows of this streamer that were not loaded may still sit in the sink: look them up
-            self.evicted_upto[streamer] = window_start(wm, self.rules.window_ms)
+            self.stored_upto[streamer] = window_start(wm, self.rules.window_ms)
             self.max_ts = max(self.max_ts, wm)
         self.orders_seen = dict(orders)
         self.order_expiry = index_orders(self.orders_seen)

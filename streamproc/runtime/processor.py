@@ -54,7 +54,7 @@ class Processor:
         self.defer_reopen = defer_reopen
         self.reopened: dict[tuple[str, int, WindowKey], list | None] = {}  # read by ``reopen``, not yet taken
         self.rules = Rules(lateness_ms=settings.lateness_ms, order_dedupe_horizon_ms=settings.order_dedupe_horizon_ms,
-                           idle_close_ms=settings.idle_close_ms)
+                           idle_close_ms=settings.idle_close_ms, closed_windows_kept=settings.closed_windows_kept)
         self.states: dict[TP, PartitionState] = {}
         self.dead: list[tuple[bytes, bytes]] = []
         self.counts = {"consumed": 0, "accepted": 0, "rejected": 0, "stale": 0, "late_corrections": 0}
@@ -98,7 +98,7 @@ class Processor:
         if st is None:
             return keys
         s, window_ms = self.settings, self.rules.window_ms
-        seen, evicted, windows = {need.key}, st.evicted_upto, st.windows
+        seen, stored, windows, closed = {need.key}, st.stored_upto, st.windows, st.closed
         for rec in records[bisect_right(records, st.offset, key=_offset):]:
             value = rec.value
             units = message_units(value, s.max_message_bytes, s.max_pack_lines) if value and b"\n" in value else [value]
@@ -108,7 +108,8 @@ class Processor:
                 if type(event) is Rejection:
                     continue
                 key = (window_start(event.ts, window_ms), event.streamer_id)
-                if key not in seen and key not in windows and key[0] <= evicted.get(key[1], key[0] - 1):
+                if (key not in seen and key not in windows and key not in closed
+                        and key[0] <= stored.get(key[1], key[0] - 1)):
                     seen.add(key)
                     keys.append(key)
                     if len(keys) == REOPEN_READ_MAX:
@@ -157,7 +158,7 @@ class Processor:
         limits = Limits(s.max_message_bytes, s.max_future_ms, s.max_pack_lines, s.lateness_ms, s.order_dedupe_horizon_ms)
         now_ms = int(time.time() * 1000)  # the reader's clock: no record may claim to be from its future
         tally = [0, 0, 0]  # accepted, rejected, late
-        corrections = st.late_corrections
+        corrections, reopens = st.late_corrections, st.reopens[:]
         try:
             self.apply_batch(st, topic, partition, records, limits, now_ms, self._dead_letter, tally)
         finally:
@@ -168,6 +169,8 @@ class Processor:
             if st.late_corrections > corrections:
                 self.counts["late_corrections"] += st.late_corrections - corrections
                 metrics.LATE_CORRECTIONS.inc(st.late_corrections - corrections)
+            if st.reopens != reopens:
+                metrics.count_reopens(st.reopens[0] - reopens[0], st.reopens[1] - reopens[1])
             if st.offset > before:  # also when it stopped half way: what it applied becomes visible
                 self._note_appended((topic, partition), records, st.offset)
 
@@ -234,6 +237,7 @@ class Processor:
         return {
             "partitions": {
                 f"{t}/{p}": {"offset": st.offset, "flushed_offset": st.flushed_offset, "open_windows": len(st.windows),
+                             "closed_windows_kept": len(st.closed),
                              "order_ids": len(st.orders_seen)}
                 for (t, p), st in sorted(self.states.items())
             },

@@ -264,7 +264,8 @@ def test_a_window_reopened_while_the_sink_is_down_is_retried_whole_and_drops_not
         return like(event_id=f"e{n}", ts=at, session_id="l1", count=count)
 
     server = ClickHouseServerProcess(settings, free_port(), tmp_path / "clickhouse.log").start()
-    settings = settings.replace(clickhouse_url=server.url, idle_close_ms=0, clickhouse_timeout_s=2)
+    # closed windows not kept in memory: every reopen reads the store
+    settings = settings.replace(clickhouse_url=server.url, idle_close_ms=0, closed_windows_kept=0, clickhouse_timeout_s=2)
     sink = open_sink(settings)
     try:
         sink.apply_schema()
@@ -311,7 +312,7 @@ def test_a_window_to_reopen_is_read_outside_the_hot_path_and_the_batch_resumes_a
     def one_like(n: int, at: int, count: int = 1) -> dict:
         return like(event_id=f"e{n}", ts=at, session_id="l1", count=count)
 
-    settings = settings.replace(idle_close_ms=0)
+    settings = settings.replace(idle_close_ms=0, closed_windows_kept=0)  # every reopen reads the store
     sink = open_sink(settings)  # embedded chDB: one statement at a time, the case this is for
     try:
         sink.apply_schema()
@@ -365,7 +366,7 @@ def test_the_windows_a_batch_reopens_are_read_in_one_query_and_one_read_for_noth
 
     ts = int(time.time() * 1000) - 120_000
     ts -= ts % 10_000
-    settings = settings.replace(idle_close_ms=0, order_dedupe_horizon_ms=60_000)
+    settings = settings.replace(idle_close_ms=0, order_dedupe_horizon_ms=60_000, closed_windows_kept=0)
     sink = open_sink(settings)
     queries: list[str] = []
     rows = sink.rows

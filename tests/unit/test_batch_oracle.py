@@ -180,9 +180,10 @@ def message(draw: st.DrawFn, topic: str) -> tuple[Any, Any, int | None]:
 
 
 @st.composite
-def log(draw: st.DrawFn) -> tuple[str, list[Rec], list[tuple[str, int]]]:
-    """A topic, its records (offsets from 10, some messages repeated byte for byte) and what to do in
-    between batches: ("batch", n records), ("redeliver", n), ("flush", 0), ("evict", 0), ("fail", n)."""
+def log(draw: st.DrawFn) -> tuple[str, list[Rec], list[tuple[str, int]], int]:
+    """A topic, its records (offsets from 10, some messages repeated byte for byte), what to do in
+    between batches: ("batch", n records), ("redeliver", n), ("flush", 0), ("evict", 0), ("fail", n),
+    and how many closed windows the state keeps."""
     topic = draw(st.sampled_from(TOPICS))
     msgs = draw(st.lists(message(topic), min_size=1, max_size=40))
     for _ in range(draw(st.integers(0, 4))):  # duplicates: a producer's retry of an earlier message
@@ -190,7 +191,7 @@ def log(draw: st.DrawFn) -> tuple[str, list[Rec], list[tuple[str, int]]]:
     records = [Rec(10 + i, key, value, ts) for i, (key, value, ts) in enumerate(msgs)]
     steps = draw(st.lists(st.tuples(st.sampled_from(["batch"] * 4 + ["redeliver", "flush", "evict", "fail"]),
                                     st.integers(1, 12)), max_size=12))
-    return topic, records, steps
+    return topic, records, steps, draw(st.sampled_from([0, 2, 4096]))  # closed windows kept per partition
 
 
 # -- running both paths ------------------------------------------------------------------------------------
@@ -216,10 +217,11 @@ def view_of(proc: Processor) -> dict[str, Any]:
             # every slot but TOUCHED, the wall clock of the last change (it closes idle windows, no verdict)
             "windows": {k: acc[:TOUCHED] + acc[TOUCHED + 1:] for k, acc in s.windows.items()},
             "window_order": list(s.windows), "dirty": s.dirty,
-            "watermark": s.watermark, "concurrent": s.concurrent, "evicted_upto": s.evicted_upto,
+            "watermark": s.watermark, "concurrent": s.concurrent, "stored_upto": s.stored_upto,
             "orders_seen": s.orders_seen, "order_order": list(s.orders_seen), "viewer_sets": s.viewer_sets,
             "pending_viewers": s.pending_viewers, "pending_orders": s.pending_orders, "max_ts": s.max_ts,
             "late_corrections": s.late_corrections, "half_applied": s.half_applied,
+            "closed": {k: acc[:TOUCHED] + acc[TOUCHED + 1:] for k, acc in s.closed.items()}, "reopens": s.reopens,
         }
     return copy.deepcopy(out)  # a picture of this moment: the state moves on
 
@@ -263,14 +265,25 @@ def step(proc: Processor, sink: FakeSink, topic: str, action: str, batch: list[R
     return None
 
 
-def run_both(topic: str, records: list[Rec], steps: list[tuple[str, int]]) -> None:
+def run_both(topic: str, records: list[Rec], steps: list[tuple[str, int]], kept: int = 4096) -> None:
     # one reader's clock for both runs: a "future" dead letter says how far ahead of it a record is
     with mock.patch("streamproc.runtime.processor.time", SimpleNamespace(time=lambda: 1_800_000_000.0)):
-        _run_both(topic, records, steps)
+        _run_both(topic, records, steps, kept)
 
 
-def _run_both(topic: str, records: list[Rec], steps: list[tuple[str, int]]) -> None:
-    runs = [processor(ref, topic) for ref in (True, False)]
+def seen_by_readers(view: dict[str, Any]) -> dict[str, Any]:
+    """What a processor's flushes and dead letters follow from, without where a reopened window came
+    from (``closed``, ``stored_upto``, ``reopens``): closed windows kept or read back must not differ."""
+    return {tp: {k: v for k, v in part.items() if k not in ("closed", "stored_upto", "reopens")} if tp != "counts"
+            else part for tp, part in view.items()}
+
+
+def _run_both(topic: str, records: list[Rec], steps: list[tuple[str, int]], kept: int) -> None:
+    """The reference and the fast path, keeping ``kept`` closed windows; and the fast path keeping none,
+    which must leave the same state, dead letters and flushes whatever it reads back from the sink."""
+    settings = SETTINGS.replace(closed_windows_kept=kept)
+    runs = [processor(ref, topic, settings) for ref in (True, False)]
+    unkept = processor(False, topic, SETTINGS.replace(closed_windows_kept=0))
     now = time.monotonic()
     pos = 0
     plan = steps + [("batch", len(records))]
@@ -281,13 +294,20 @@ def _run_both(topic: str, records: list[Rec], steps: list[tuple[str, int]]) -> N
             batch = records[max(0, pos - n):pos]
         else:
             batch = []
+        during: list[list] = [[], []]  # dead letters a "fail" step took while the sink was away
         if action != "fail" or batch:
             ref, fast = (step(proc, sink, topic, action, batch, now) for proc, sink in runs)
             assert ref == fast, action
+            other = step(*unkept, topic, action, batch, now)
+            if action == "fail":
+                during = [fast[1][1], other[1][1]]
         assert view_of(runs[0][0]) == view_of(runs[1][0]), action
-        assert dead_of(runs[0][0]) == dead_of(runs[1][0]), action
-    ref_snaps, fast_snaps = (snapshots_of(proc.snapshot()) for proc, _ in runs)
-    assert ref_snaps == fast_snaps
+        assert seen_by_readers(view_of(runs[1][0])) == seen_by_readers(view_of(unkept[0])), action
+        dead = dead_of(runs[0][0])
+        assert dead == dead_of(runs[1][0]), action
+        assert during[0] + dead == during[1] + dead_of(unkept[0]), action
+    ref_snaps, fast_snaps, unkept_snaps = (snapshots_of(proc.snapshot()) for proc, _ in (*runs, unkept))
+    assert ref_snaps == fast_snaps == unkept_snaps
     counts = runs[1][0].counts
     note(f"accepted: {min(counts['accepted'], 10) // 5 * 5}+, rejected: {min(counts['rejected'], 10) // 5 * 5}+")
     note(f"late corrections: {counts['late_corrections'] > 0}")

@@ -16,6 +16,7 @@ from streamproc.core.state import (
     ITEMS,
     LEAVES,
     LIKES,
+    N_SLOTS,
     PAID,
     PEAK,
     REFUND,
@@ -160,8 +161,9 @@ def test_restore_trusts_rows_written_after_the_last_checkpoint(sink: ChdbSink) -
     assert r.offset == 0 and r.windows[(T0, "s1")][LIKES] == 5
 
 
-def test_idle_closed_window_reopens_from_its_snapshot(sink: ChdbSink) -> None:
-    rules = Rules(idle_close_ms=0)
+@pytest.mark.parametrize("kept", [0, 16], ids=["read-from-the-store", "kept-in-memory"])
+def test_idle_closed_window_reopens_from_its_snapshot(sink: ChdbSink, kept: int) -> None:
+    rules = Rules(idle_close_ms=0, closed_windows_kept=kept)
     st = PartitionState("live.likes", 0, rules, sink.load_window)
     st.apply(0, like(T0 + 1, "s1", 3))
     snap = st.snapshot()
@@ -170,3 +172,37 @@ def test_idle_closed_window_reopens_from_its_snapshot(sink: ChdbSink) -> None:
     assert not st.windows
     st.apply(1, like(T0 + 2, "s1", 4))  # still within lateness: the window comes back, not from zero
     assert st.windows[(T0, "s1")][LIKES] == 7
+    assert st.reopens == ([1, 0] if kept else [0, 1]) and not st.closed
+
+
+def test_closed_windows_are_kept_as_the_store_holds_them_while_an_event_can_reach_them(sink: ChdbSink) -> None:
+    """A window kept after closing stands in for a read of the store, so it must be exactly the store's
+    snapshot; kept only while an event could still reach it (orders: the dedupe horizon; views and likes:
+    the lateness), at most ``closed_windows_kept`` per partition, the oldest dropped first."""
+    rules = Rules(idle_close_ms=0, closed_windows_kept=5)
+    orders = PartitionState("live.orders", 0, rules, sink.load_window)
+    likes = PartitionState("live.likes", 0, rules, sink.load_window)
+    for i in range(8):  # eight windows of orders, one per 10 s, then an order an hour later
+        orders.apply(i, paid(T0 + i * 10_000 + 7, f"o{i}", 100 + i))
+        likes.apply(i, like(T0 + i * 10_000 + 7, "s1", i + 1))
+    for st in (orders, likes):
+        snap = st.snapshot()
+        sink.write([snap])
+        st.flush_done(snap)  # idle for 0 ms: every window closes
+    assert not orders.windows and not likes.windows
+    # a like can reach back 30 s behind its watermark (T0 + 70 s), so the four newest windows
+    assert sorted(k[0] for k in likes.closed) == [T0 + i * 10_000 for i in range(4, 8)]
+    # an order an hour: all eight could be reached, five are kept, the oldest gone first
+    assert sorted(k[0] for k in orders.closed) == [T0 + i * 10_000 for i in range(3, 8)]
+    for st in (orders, likes):
+        for key, acc in st.closed.items():
+            assert acc[:N_SLOTS] == sink.load_window(st.topic, 0, key)
+    orders.apply(8, paid(T0 + 3_600_000 + 30_000, "o8", 1))
+    snap = orders.snapshot()
+    sink.write([snap])
+    orders.flush_done(snap)
+    assert sorted(k[0] for k in orders.closed) == [T0 + i * 10_000 for i in range(4, 8)] + [T0 + 3_630_000]
+    orders.apply(9, paid(T0 + 40_001, "o9", 1_000))  # a late payment, within the horizon: from memory
+    assert orders.reopens == [1, 0] and orders.windows[(T0 + 40_000, "s1")][GMV] == 104 + 1_000
+    orders.apply(10, paid(T0 + 30_001, "o10", 1_000))  # its window was dropped: read from the store
+    assert orders.reopens == [1, 1] and orders.windows[(T0 + 30_000, "s1")][GMV] == 103 + 1_000
