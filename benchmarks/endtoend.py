@@ -24,7 +24,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamproc.logs.logfile import LogRecord
-from streamproc.logs.produce import publish
 from streamproc.runtime.broker import free_port
 from streamproc.runtime.kafka import read_topic
 from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS, create_topics, partitions_of
@@ -32,6 +31,7 @@ from streamproc.settings import Settings
 from streamproc.verify.stack import ClickHouseServerProcess, Stack, WorkerProcess, event_partitions, flushed_offsets
 
 from .corpus import Filled, fill, live
+from .feed import Feed, feed
 from .procstat import cpu_seconds, peak_rss_bytes, rss_bytes
 
 POLL_S = 0.05  # /status poll interval: the error of every start and end time below
@@ -279,7 +279,7 @@ def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path,
     try:
         with FlushLog([worker]) as flushes:
             wait_assigned([worker])
-            sent = asyncio.run(publish(live(records), settings, rate=rate))
+            sent = feed(live(records), settings, rate)
             flushes.wait_flushed(sent.last_offsets, 120)
         metrics_text = _get(worker.url + "/metrics")
     finally:
@@ -350,8 +350,6 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
     least-squares line over the samples after the first fifth (warm-up: windows, buffers and caches
     fill) says whether memory is flat. The end state (events consumed, order ids remembered, open
     windows, rows waiting for the sink) says what the memory holds."""
-    from .feed import Feed
-
     settings = run_settings(base, work, "soak", topic_prefix="soak.")
     asyncio.run(create_topics(settings))
     server = ClickHouseServerProcess(settings, free_port(), work / "soak" / "clickhouse.log").start()
@@ -360,12 +358,12 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
     samples: list[tuple[float, int, int]] = []
     try:
         wait_assigned([worker])
-        with Feed(settings, records, rate, cycle=True) as feed:
+        with Feed(settings, records, rate, cycle=True) as fed:
             began = time.monotonic()
             while time.monotonic() - began < seconds:
                 samples.append((time.monotonic() - began, rss_bytes(worker.proc.pid), rss_bytes(server.proc.pid)))
                 time.sleep(sample_s)
-            sent = feed.result.count
+            sent = fed.result.count
         status = _status(worker)
     finally:
         worker.stop(timeout_s=STOP_S)
