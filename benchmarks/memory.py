@@ -40,7 +40,7 @@ def flush(states: dict) -> None:
 def measure(log: str, limit: int) -> dict:
     s = Settings.from_env(env={})
     rules = Rules(lateness_ms=s.lateness_ms, order_dedupe_horizon_ms=s.order_dedupe_horizon_ms,
-                  idle_close_ms=s.idle_close_ms)
+                  idle_close_ms=s.idle_close_ms, closed_windows_kept=s.closed_windows_kept)
     records = [r for _, r in zip(range(limit), read_log(log))]
     parts = {t: partitions_of(t) for t in EVENT_TOPICS}
     offsets: dict[tuple[str, int], int] = {}
@@ -66,7 +66,9 @@ def measure(log: str, limit: int) -> dict:
     held = rss_bytes(os.getpid()) - before
     windows = sum(len(st.windows) for st in states.values())
     streamers = len({k for st in states.values() for k in st.watermark})
-    return {"events": len(records), "open_windows": windows, "distinct_streamers": streamers, "state_bytes": held,
+    kept = sum(len(st.closed) for st in states.values())  # held too: closed windows a late event could reopen
+    return {"events": len(records), "open_windows": windows, "closed_windows_kept": kept,
+            "distinct_streamers": streamers, "state_bytes": held,
             "bytes_per_open_window": round(held / windows) if windows else None}
 
 

@@ -530,7 +530,7 @@ def table(r: dict[str, Any]) -> str:
                      f"events/s, {s['cpu_s_per_million']} CPU s/1M, peak RSS {s['peak_rss_mb']} MB")
     for m in r.get("memory", []):
         lines.append(f"memory, {m['streamers']:,} streamers: {m['bytes_per_open_window']} bytes per open window "
-                     f"({m['open_windows']:,} open)")
+                     f"({m['open_windows']:,} open, {m.get('closed_windows_kept', 0):,} closed and kept, counted in)")
     if "soak" in r:
         so = r["soak"]
         lines.append(f"soak {so['seconds']} s at {so['rate']:,}/s ({so['events_sent']:,} sent, {so['events_consumed']} "
