@@ -208,7 +208,6 @@ class PartitionState:
         return self.unit[0] > self.offset
 
     def _open(self, key: WindowKey) -> list[int]:
-        acc = None
         # A window that already left memory may still accept events (within lateness; a payment, within the
         # horizon): reopen it from its last snapshot, kept or in the store, instead of starting from zero,
         # which would overwrite it.

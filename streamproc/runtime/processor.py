@@ -133,8 +133,7 @@ class Processor:
         for tp in gone:
             self.states.pop(tp, None)
             self.appended.pop(tp, None)
-        for tp in gone:  # a new owner reads them from its own restore
-            self.drop_reopened(*tp)
+            self.drop_reopened(*tp)  # a new owner reads them from its own restore
 
     # -- messages -------------------------------------------------------------------------------
 
