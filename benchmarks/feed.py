@@ -20,7 +20,7 @@ from typing import Iterable
 from confluent_kafka import KafkaException, Producer
 
 from streamproc.logs.logfile import LogRecord
-from streamproc.logs.produce import MIN_SLEEP_S, PublishResult
+from streamproc.logs.produce import MIN_SLEEP_S, PublishResult, RatePacer
 from streamproc.runtime.kafka import client_kwargs
 from streamproc.settings import Settings
 
@@ -53,17 +53,16 @@ def feed(records: Iterable[LogRecord], settings: Settings, rate: float, result: 
     producer = Producer({"bootstrap.servers": kwargs["bootstrap_servers"], "linger.ms": 25, "acks": "all",
                          "partitioner": "murmur2_random", "batch.size": 256 * 1024, "message.max.bytes": 4 * 2**20,
                          "enable.idempotence": False})
+    stop = stop or threading.Event()
+    pacer = RatePacer(rate) if rate else None
     started = time.monotonic()
     for index, rec in enumerate(records):
-        if stop is not None and stop.is_set():
+        if stop.is_set():
             break
-        if rate:
-            delay = index / rate - (time.monotonic() - started)
-            if delay > MIN_SLEEP_S:
-                if stop is not None and stop.wait(delay):
-                    break
-                elif stop is None:
-                    time.sleep(delay)
+        if pacer is not None:
+            delay = pacer.due_s(index, rec) - (time.monotonic() - started)
+            if delay > MIN_SLEEP_S and stop.wait(delay):
+                break
         topic = settings.topic(rec.topic)
         logical.setdefault(topic, rec.topic)
         while True:

@@ -207,6 +207,15 @@ class PartitionState:
     def half_applied(self) -> bool:
         return self.unit[0] > self.offset
 
+    def may_be_stored(self, key: WindowKey) -> bool:
+        """Whether the store may hold ``key``, a window neither open nor kept closed: one the state let go
+        of, or one written before the restore (see ``stored_upto``)."""
+        return key[0] <= self.stored_upto.get(key[1], key[0] - 1)
+
+    def _left_in_store(self, key: WindowKey) -> None:
+        if key[0] > self.stored_upto.get(key[1], key[0] - 1):
+            self.stored_upto[key[1]] = key[0]
+
     def _open(self, key: WindowKey) -> list[int]:
         # A window that already left memory may still accept events (within lateness; a payment, within the
         # horizon): reopen it from its last snapshot, kept or in the store, instead of starting from zero,
@@ -214,7 +223,7 @@ class PartitionState:
         acc = self.closed.pop(key, None)
         if acc is not None:
             self.reopens[0] += 1
-        elif self.loader is not None and key[0] <= self.stored_upto.get(key[1], key[0] - 1):
+        elif self.loader is not None and self.may_be_stored(key):
             acc = self.loader(self.topic, self.partition, key)
             self.reopens[1] += 1
         if acc is None:
@@ -272,7 +281,7 @@ class PartitionState:
         # the window as a read of the store would. Orders reach back the dedupe horizon, the rest the lateness.
         closed, keep = self.closed, rules.closed_windows_kept
         reach = rules.window_ms + (rules.order_dedupe_horizon_ms if self.topic == ORDERS_TOPIC else rules.lateness_ms)
-        windows, stored_upto = self.windows, self.stored_upto
+        windows = self.windows
         for key in gone:
             start, streamer = key
             acc = windows.pop(key)
@@ -281,13 +290,12 @@ class PartitionState:
                 continue  # every event it could take is late, now and later (watermarks only rise)
             if keep:
                 closed[key] = acc
-            elif start > stored_upto.get(streamer, start - 1):
-                stored_upto[streamer] = start
+            else:
+                self._left_in_store(key)
         if len(closed) > keep:  # the oldest closed first; the store still has them
             for key in list(itertools.islice(closed, len(closed) - keep)):
                 del closed[key]
-                if key[0] > stored_upto.get(key[1], key[0] - 1):
-                    stored_upto[key[1]] = key[0]
+                self._left_in_store(key)
         if len(self.orders_seen) > 1024:  # forget an order once no copy of it could be accepted any more
             self._forget_orders(rules.order_dedupe_horizon_ms)
         return len(gone)

@@ -97,19 +97,16 @@ class Processor:
         keys = [need.key]
         if st is None:
             return keys
-        s, window_ms = self.settings, self.rules.window_ms
-        seen, stored, windows, closed = {need.key}, st.stored_upto, st.windows, st.closed
+        s, window_ms, seen = self.settings, self.rules.window_ms, {need.key}
         for rec in records[bisect_right(records, st.offset, key=_offset):]:
-            value = rec.value
-            units = message_units(value, s.max_message_bytes, s.max_pack_lines) if value and b"\n" in value else [value]
+            units = message_units(rec.value, s.max_message_bytes, s.max_pack_lines)
             for unit in units if type(units) is list else ():
                 event = decode(unit, need.topic, rec.key, rec.timestamp, max_bytes=s.max_message_bytes,
                                max_future_ms=s.max_future_ms)
                 if type(event) is Rejection:
                     continue
                 key = (window_start(event.ts, window_ms), event.streamer_id)
-                if (key not in seen and key not in windows and key not in closed
-                        and key[0] <= stored.get(key[1], key[0] - 1)):
+                if key not in seen and key not in st.windows and key not in st.closed and st.may_be_stored(key):
                     seen.add(key)
                     keys.append(key)
                     if len(keys) == REOPEN_READ_MAX:
