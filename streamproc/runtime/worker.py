@@ -37,6 +37,9 @@ from streamproc.web import errors as web_errors
 log = logging.getLogger(__name__)
 
 
+DEADLETTER_BATCH_BYTES = 512 * 1024  # a producer batch: a burst of dead letters goes in a few requests
+
+
 class DeadLettersUnsent(Exception):
     """A flush stops before its checkpoint: some dead letter it would pass is not in the broker yet."""
 
@@ -48,6 +51,7 @@ class OutgoingDeadLetter:
     record: tuple[bytes, bytes]
     ack: asyncio.Future | None = None
     refused: bool = False  # refused once: sent again on its own, and nothing after it overtakes it
+    acked: bool = False  # the broker has it (it has left the outbox)
 
 
 class Worker:
@@ -66,7 +70,7 @@ class Worker:
         self.processor = Processor(settings, self.sink, defer_reopen=True)  # the event loop never waits on the store
         self.flush_lock = asyncio.Lock()
         self.dead_outbox: list[OutgoingDeadLetter] = []  # in order; leaves only once the broker has it
-        self.dead_lock = asyncio.Lock()  # one sender at a time: a flush waits for what an agent has in flight
+        self.dead_lock = asyncio.Lock()  # one hand-over or reap at a time; nobody holds it while waiting
         self.retry_at = 0.0
         self.backoff = 0.0
         self.in_flight_rows = 0  # rows of the flush being written: still buffered, not in the processor
@@ -97,6 +101,9 @@ class Worker:
             topic_allow_declare=False,
             topic_disable_leader=True,
             producer_linger_ms=5,
+            # dead letters run to deadletter.RECORD_MAX_BYTES: at the default 16 KiB a burst of them left
+            # as one request each, one after another (one partition), and a flush waited for all of them
+            producer_max_batch_size=DEADLETTER_BATCH_BYTES,
             broker_max_poll_records=s.max_poll_records or None,
         )
         app.deliver = self._deliver
@@ -226,30 +233,41 @@ class Worker:
 
     async def _send_dead_letters(self, wait: bool = True) -> bool:
         """Hand the queued dead letters to the producer, in order; with ``wait``, until the broker has
-        acknowledged each one (what a checkpoint needs). Never raises.
+        acknowledged each one queued at the call (what a checkpoint needs). Never raises.
 
         Returns False if a send failed: the dead letter stays queued, in its place, for the next try,
         and the failure is counted and logged with its reason. True means no failure, and with ``wait``
-        an empty queue.
+        every dead letter queued at the call acknowledged.
+
+        The lock is held to hand over and to reap, never across the wait for the broker: an agent
+        passing its batch's dead letters does not stall behind a flush waiting for acknowledgements.
         """
         async with self.dead_lock:
             self.dead_outbox.extend(OutgoingDeadLetter(r) for r in self.processor.take_dead_letters())
-            errors = self._reap_dead_letters()
-            while not errors:
-                errors = await self._hand_over_dead_letters()
-                in_flight = [d.ack for d in self.dead_outbox if d.ack is not None]
-                if errors or not wait or not in_flight:
-                    break
+            errors = await self._exchange_dead_letters()
+        owed = list(self.dead_outbox) if wait and not errors else []
+        while owed and not errors:
+            in_flight = [d.ack for d in owed if d.ack is not None and not d.ack.done()]
+            if in_flight:
                 await asyncio.wait(in_flight)
-                errors = self._reap_dead_letters()
-            if errors:
-                metrics.DEADLETTER_SEND_FAILURES.inc(len(errors))
-                reasons = sorted({f"{type(e).__name__}: {e}"[:300] for e in errors})
-                log.error("%d dead letters not taken by the broker (%s); kept in order and sent again (%d queued)",
-                          len(errors), "; ".join(reasons[:3]), len(self.dead_outbox),
-                          extra={"event": "deadletter_send_failed", "error": type(errors[0]).__name__,
-                                 "deadletter_queued": len(self.dead_outbox)})
-            return not errors and not (wait and self.dead_outbox)
+            async with self.dead_lock:
+                errors = await self._exchange_dead_letters()
+            owed = [d for d in owed if not d.acked]
+            if owed and not errors and not any(d.ack is not None for d in owed):
+                break  # nothing of its own in flight after a hand-over: left for the next try
+        if errors:
+            metrics.DEADLETTER_SEND_FAILURES.inc(len(errors))
+            reasons = sorted({f"{type(e).__name__}: {e}"[:300] for e in errors})
+            log.error("%d dead letters not taken by the broker (%s); kept in order and sent again (%d queued)",
+                      len(errors), "; ".join(reasons[:3]), len(self.dead_outbox),
+                      extra={"event": "deadletter_send_failed", "error": type(errors[0]).__name__,
+                             "deadletter_queued": len(self.dead_outbox)})
+        return not errors and not owed
+
+    async def _exchange_dead_letters(self) -> list[BaseException]:
+        """Reap what the broker answered, then hand over what is to send (under ``dead_lock``)."""
+        errors = self._reap_dead_letters()
+        return errors or await self._hand_over_dead_letters()
 
     def _reap_dead_letters(self) -> list[BaseException]:
         """Drop the dead letters the broker acknowledged; mark the refused ones to be sent again."""
@@ -259,6 +277,7 @@ class Worker:
             if d.ack is not None and d.ack.done():
                 error = asyncio.CancelledError() if d.ack.cancelled() else d.ack.exception()
                 if error is None:
+                    d.acked = True
                     continue
                 errors.append(error)
                 d.ack, d.refused = None, True

@@ -202,6 +202,34 @@ class TestInProcess:
         asyncio.run(run())
         assert metrics.REGISTRY.get_sample_value("streamproc_deadletter_send_failures_total") - failures >= 4
 
+    def test_an_agent_passing_dead_letters_never_waits_behind_a_flush_waiting_for_the_broker(
+            self, sink: ChdbSink, settings: Settings) -> None:
+        settings = settings.replace(kafka_bootstrap="127.0.0.1:9")  # no broker is reached
+
+        async def run() -> None:
+            worker = Worker(settings, sink)
+            worker._commit = no_group
+            worker.processor.assign([("live.views", 2)])
+            worker.dlq = held = HeldTopic()  # takes every send; answers only when told to
+            broken = [Rec(i, b"s-hostile", b"{broken %d" % i, NOW) for i in range(5)]
+            worker.processor.handle_batch("live.views", 2, broken[:3])
+            first = list(worker.processor.dead)
+            flush = asyncio.create_task(worker.flush())  # hands the three over and waits for their answers
+            while len(held.sent) < 3:
+                await asyncio.sleep(0.01)
+            worker.processor.handle_batch("live.views", 2, broken[3:])
+            second = list(worker.processor.dead)
+            await asyncio.wait_for(worker._pass_dead_letters(), 2)  # the flush waits; the agent does not
+            assert [r for r, _ in held.sent] == first + second and not flush.done()  # in order, all in flight
+            held.answer(3)  # the broker takes the flush's three: its checkpoint may pass them, not the rest
+            assert await asyncio.wait_for(flush, 5) is True and checkpoint(sink, "live.views", 2) == 2
+            assert [d.record for d in worker.dead_outbox] == second
+            held.answer(5)
+            assert await worker.flush() is True and checkpoint(sink, "live.views", 2) == 4
+            assert worker.dead_outbox == [] and [r for r, _ in held.sent] == first + second  # each sent once
+
+        asyncio.run(run())
+
     def test_packs_never_pass_the_size_limit_and_unpacking_mirrors_the_worker(self) -> None:
         records = [LogRecord("live.views", b"s1", NOW + i, view(i, "s1")) for i in range(40)]
         big = LogRecord("live.views", b"s1", NOW, b'{"pad":"' + b"x" * 70_000 + b'"}')
@@ -236,6 +264,24 @@ class RefusingTopic:
             self.kept.append((key, value))
             ack.set_result(None)
         return ack
+
+
+class HeldTopic:
+    """Stands for a dead-letter topic on a slow broker: keeps every send, answers them when told."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[tuple[bytes, bytes], asyncio.Future]] = []
+
+    async def send(self, *, key: bytes, value: bytes, force: bool = False) -> asyncio.Future:
+        ack = asyncio.get_running_loop().create_future()
+        self.sent.append(((key, value), ack))
+        return ack
+
+    def answer(self, upto: int) -> None:
+        """Acknowledge the first ``upto`` sends."""
+        for _, ack in self.sent[:upto]:
+            if not ack.done():
+                ack.set_result(None)
 
 
 def checkpoint(sink: ChdbSink, topic: str, partition: int) -> int:
