@@ -303,7 +303,10 @@ def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path,
             "event_clock": {"events": len(event), "p50_s": round(_q(event, 0.5), 3), "p99_s": round(_q(event, 0.99), 3)},
             "producer_delay": {"p50_s": round(_q(delay, 0.5), 3), "p99_s": round(_q(delay, 0.99), 3)},
             "worker_histogram": worker_append, "worker_event_histogram": worker_event,
-            "worker_vs_probe": agreement}
+            "worker_vs_probe": agreement,
+            # what a row waits for once taken: the flush (dead letters answered, then the inserts)
+            "flushes": {**_flush_figures(metrics_text),
+                        "duration": _histogram_quantiles(metrics_text, "streamproc_flush_duration_seconds")}}
 
 
 async def _latencies(settings: Settings, flushes: FlushLog) -> tuple[list[float], list[float], list[float]]:
