@@ -279,8 +279,10 @@ def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path,
     try:
         with FlushLog([worker]) as flushes:
             wait_assigned([worker])
+            cpu0 = cpu_seconds(worker.proc.pid)
             sent = feed(live(records), settings, rate)
             flushes.wait_flushed(sent.last_offsets, 120)
+            cpu = cpu_seconds(worker.proc.pid) - cpu0
         metrics_text = _get(worker.url + "/metrics")
     finally:
         worker.stop(timeout_s=STOP_S)
@@ -297,6 +299,8 @@ def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path,
                      "p99_ratio": round(worker_append["p99_s"] / probe_p99, 3)}
     return {"target_rate": round(rate), "achieved_rate": round(sent.count / sent.seconds), "events": sent.count,
             "publish_seconds": round(sent.seconds, 2), "flush_interval_s": settings.flush_interval_s,
+            # the worker's own CPU (its threads and the embedded store's) while fed: what half load costs it
+            "worker_cpu_s_per_million": round(cpu * 1e6 / sent.count, 2) if sent.count else None,
             "clock": "append: record timestamp (stamped as sent) -> visible (flushed past its offset)",
             "p50_s": round(probe_p50, 3), "p90_s": round(_q(append, 0.90), 3), "p99_s": round(probe_p99, 3),
             "max_s": round(append[-1], 3), "poll_interval_s": POLL_S,
@@ -306,7 +310,8 @@ def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path,
             "worker_vs_probe": agreement,
             # what a row waits for once taken: the flush (dead letters answered, then the inserts)
             "flushes": {**_flush_figures(metrics_text),
-                        "duration": _histogram_quantiles(metrics_text, "streamproc_flush_duration_seconds")}}
+                        "duration": _histogram_quantiles(metrics_text, "streamproc_flush_duration_seconds")},
+            "batches": _batch_figures(metrics_text)}
 
 
 async def _latencies(settings: Settings, flushes: FlushLog) -> tuple[list[float], list[float], list[float]]:
@@ -439,6 +444,14 @@ def _flush_figures(text: str) -> dict[str, Any]:
         return {}
     return {"count": int(n), "rows": int(rows), "seconds": round(secs, 2),
             "rows_per_flush_second": round(rows / secs) if secs else None, "mean_s": round(secs / n, 3)}
+
+
+def _batch_figures(text: str) -> dict[str, Any]:
+    """The batches handed to the windows, every topic together: a live feed brings many small ones."""
+    def total(name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+    n = total("streamproc_batch_records_count")
+    return {"count": int(n), "mean_records": round(total("streamproc_batch_records_sum") / n, 1)} if n else {}
 
 
 def _buckets(text: str, name: str) -> dict[float, float]:

@@ -526,7 +526,8 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"  event clock (event time -> visible): probe {f['event_clock']}; worker histogram (per window "
                      f"row, newest event) {f['worker_event_histogram']}; producer delay {f['producer_delay']}")
         if f.get("flushes"):
-            lines.append(f"  flushes meanwhile: {f['flushes']}")
+            lines.append(f"  flushes meanwhile: {f['flushes']}; worker CPU s per 1M events while fed: "
+                         f"{f.get('worker_cpu_s_per_million')}; batches {f.get('batches')}")
     for s in r.get("streamers", []):
         lines.append(f"streamers {s['streamers']:>7,} ({s['active_streamers']:,} active): {s['events_per_s']:>8,} "
                      f"events/s, {s['cpu_s_per_million']} CPU s/1M, peak RSS {s['peak_rss_mb']} MB")

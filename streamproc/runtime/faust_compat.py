@@ -1,12 +1,13 @@
 """Every use of a Faust, aiokafka or aiohttp private name, in one place, written against pinned versions.
 
-The worker needs four things Faust has no public door for: a fetch loop that hands agents whole
-per-partition batches, committing offsets it chose itself (checkpoints in ClickHouse are the truth;
-Faust never commits on its own here), middlewares on the web server (the bearer token, JSON errors and
-request metrics), and an answer of its own to the requests aiohttp refuses before any middleware runs.
-Each is done here and nowhere else, and the contract tests check every name this module touches
-(``PRIVATE_NAMES`` and ``WEB_PRIVATE_NAMES``: ``tests/unit/test_faust_compat.py``), so an upgrade of
-faust-streaming, aiokafka or aiohttp fails a test instead of production.
+The worker needs five things Faust has no public door for: a fetch loop that hands agents whole
+per-partition batches, the consumer's fetch wait (Faust fixes it at 1,500 ms), committing offsets it
+chose itself (checkpoints in ClickHouse are the truth; Faust never commits on its own here),
+middlewares on the web server (the bearer token, JSON errors and request metrics), and an answer of
+its own to the requests aiohttp refuses before any middleware runs. Each is done here and nowhere
+else, and the contract tests check every name this module touches (``PRIVATE_NAMES`` and
+``WEB_PRIVATE_NAMES``: ``tests/unit/test_faust_compat.py``), so an upgrade of faust-streaming, aiokafka
+or aiohttp fails a test instead of production.
 
 Written against faust-streaming ``PINNED["faust"]``, aiokafka ``PINNED["aiokafka"]`` (pyproject.toml)
 and aiohttp ``PINNED["aiohttp"]`` (constraints.txt).
@@ -35,6 +36,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import faust
 from aiohttp import web
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
@@ -43,9 +45,14 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 PINNED = {"faust": "0.15.3", "aiokafka": "0.14.0", "aiohttp": "3.14.5"}
 # The private names used below, by owner; the contract test checks each one exists.
 PRIVATE_NAMES = {
-    AIOKafkaConsumer: ("_drain_messages", "_stopped", "_read_offset", "_wait_next_records", "_commit"),
+    AIOKafkaConsumer: ("_drain_messages", "_stopped", "_read_offset", "_wait_next_records", "_commit",
+                       "_new_consumer_thread"),
     faust.App: ("_new_transport", "_new_consumer"),
 }
+# Set on the aiokafka consumer Faust builds, between its construction and its start (see FetchWaitThread,
+# which overrides Faust's ``AIOKafkaConsumerThread._create_worker_consumer``): an instance attribute, so the
+# contract test builds a consumer as Faust does and reads it (tests/unit/test_faust_compat.py).
+FETCH_WAIT_ATTRIBUTE = "_fetch_max_wait_ms"
 # The same for the web server's refusals (``answer_refused_requests``): on the Faust web driver an
 # instance attribute, on aiohttp's classes methods (``handle_error`` and ``_make_server`` are overridden)
 # and the server's instance attributes read to build a handler as aiohttp's own ``Server.__call__`` does.
@@ -76,6 +83,9 @@ class BatchConsumer(AIOKafkaConsumer):
     """A Faust consumer whose fetch loop delivers batches to ``deliver`` (set by the worker)."""
 
     deliver: Deliver | None = None
+
+    def _new_consumer_thread(self) -> FetchWaitThread:
+        return FetchWaitThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
@@ -115,6 +125,22 @@ class BatchConsumer(AIOKafkaConsumer):
             raise
 
 
+class FetchWaitThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, with the fetch wait the worker chose instead of Faust's fixed 1,500 ms.
+
+    A fetch that finds nothing new is held by the broker up to that long; records produced meanwhile
+    wait with it. Faust passes no setting for it, so the consumer it builds gets ours before it starts
+    (its fetcher is created in ``start`` from this attribute).
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            setattr(consumer, FETCH_WAIT_ATTRIBUTE, wait_ms)
+        return consumer
+
+
 class BatchTransport(AIOKafkaTransport):
     Consumer = BatchConsumer
 
@@ -123,6 +149,7 @@ class App(faust.App):
     """Faust, with a consumer that hands agents whole batches (``BatchConsumer``)."""
 
     deliver: Deliver | None = None  # where the consumer sends each batch; set by the worker
+    fetch_max_wait_ms: int | None = None  # the consumer's fetch wait (FetchWaitThread); None: Faust's
 
     def _new_transport(self) -> BatchTransport:
         return BatchTransport(self.conf.broker_consumer, self)

@@ -107,6 +107,7 @@ class Worker:
             broker_max_poll_records=s.max_poll_records or None,
         )
         app.deliver = self._deliver
+        app.fetch_max_wait_ms = s.fetch_max_wait_ms
         self.logical = {s.topic(name): name for name in EVENT_TOPICS}
         self.channels: dict[str, Any] = {}
         self.dlq = app.topic(s.topic(DEADLETTER), key_type=bytes, value_type=bytes, acks=False)

@@ -50,6 +50,18 @@ def test_every_private_name_exists_where_it_is_used(app: App) -> None:
     assert list(middlewares)[-1] == "a middleware"
 
 
+def test_the_consumer_faust_builds_waits_on_a_fetch_as_long_as_the_worker_says() -> None:
+    async def built(wait_ms: int | None) -> Any:
+        app = App("compat-test", broker="kafka://127.0.0.1:1", store="memory://")
+        app.fetch_max_wait_ms = wait_ms
+        thread = app.consumer._new_consumer_thread()
+        assert isinstance(thread, faust_compat.FetchWaitThread)
+        return thread._create_worker_consumer(app.transport)  # as the thread does when it starts
+
+    assert getattr(asyncio.run(built(100)), faust_compat.FETCH_WAIT_ATTRIBUTE) == 100
+    assert getattr(asyncio.run(built(None)), faust_compat.FETCH_WAIT_ATTRIBUTE) == 1500  # Faust's own, untouched
+
+
 class _Fetcher:
     """The fetch side of the loop: hands out ``fetches`` one per call, then stops the loop."""
 
