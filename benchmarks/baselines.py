@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streamproc.settings import Settings
+
 from .peerjob import MAX_FUTURE_MS, MAX_PAST_MS
 from .procstat import self_cpu_seconds, self_peak_rss_bytes
 
@@ -99,7 +101,10 @@ async def consume(bootstrap: str, last_offsets: dict[str, int], handle: Handler,
     for name, last in last_offsets.items():
         topic, part = name.rsplit("/", 1)
         tps[TopicPartition(topic, int(part))] = last
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    # the worker's fetch wait (Settings.fetch_max_wait_ms), not aiokafka's 500 ms: a broker that holds a fetch
+    # for the partitions already read to the end would otherwise slow the yardstick and flatter the worker
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                fetch_max_wait_ms=Settings.fetch_max_wait_ms)
     await consumer.start()
     try:
         consumer.assign(list(tps))
