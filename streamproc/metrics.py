@@ -159,6 +159,8 @@ APPEND_FRESHNESS = FlushHistogram(
     registry=REGISTRY)
 PAUSED = Gauge("streamproc_consumption_paused", "1 while consumption waits for the sink to drain its buffer",
                registry=REGISTRY)
+PAUSED_SECONDS = Counter("streamproc_consumption_paused_seconds_total",
+                         "Wall time consumption waited for the sink, added when each pause ends", registry=REGISTRY)
 
 # -- group membership ---------------------------------------------------------------------------------
 REBALANCES = Counter("streamproc_rebalances_total",

@@ -75,6 +75,7 @@ class Worker:
         self.backoff = 0.0
         self.in_flight_rows = 0  # rows of the flush being written: still buffered, not in the processor
         self.pausing = 0  # agents holding consumption (see _pause)
+        self.paused_at = 0.0  # monotonic time the current pause began
         self.app = self._build_app()
         metrics.STATE.source = self
 
@@ -314,9 +315,14 @@ class Worker:
 
     def _pause(self, step: int) -> None:
         """Count the agents holding consumption (one per topic may wait at once, for either reason): the
-        gauge says paused until the last of them goes on."""
+        gauge says paused until the last of them goes on, and the counter adds the pause when it ends."""
+        was_paused = self.pausing > 0
         self.pausing += step
         metrics.PAUSED.set(int(self.pausing > 0))
+        if self.pausing > 0 and not was_paused:
+            self.paused_at = time.monotonic()
+        elif was_paused and self.pausing == 0:
+            metrics.PAUSED_SECONDS.inc(time.monotonic() - self.paused_at)
 
     @property
     def buffered_rows(self) -> int:

@@ -173,10 +173,13 @@ def test_prometheus_reads_exact_counters_and_the_sink_alert_fires_and_resolves(s
                 assert prom.alert_state(SINK_ALERT) == "inactive"
 
                 # -- the sink goes away while events keep coming -------------------------------------------
+                paused_before = prom.value("streamproc_consumption_paused_seconds_total")  # part A may have paused
                 stack.clickhouse.stop()
+                outage_began = time.monotonic()
                 records_b = iter(part_b)
                 sent_b1 = asyncio.run(publish(itertools.islice(records_b, n_b1), stack.settings))
                 wait_for(lambda: prom.value("streamproc_consumption_paused") == 1, 30, "consumption paused")
+                seen_paused = time.monotonic()
                 sent_b2 = asyncio.run(publish(records_b, stack.settings))
                 states: list[str] = []
 
@@ -194,6 +197,7 @@ def test_prometheus_reads_exact_counters_and_the_sink_alert_fires_and_resolves(s
                 assert prom.value("streamproc_sink_buffered_rows") >= settings.max_buffered_rows
 
                 # -- the sink returns: the alert resolves, the backlog drains ----------------------------------
+                held_at_least = time.monotonic() - seen_paused  # nothing resumes while the sink is away
                 stack.clickhouse.start()
                 wait_for(lambda: prom.alert_state(SINK_ALERT) == "inactive", 30, f"{SINK_ALERT} inactive again")
                 wait_flushed([worker], merge(sent_a, sent_b1, sent_b2))
@@ -202,6 +206,11 @@ def test_prometheus_reads_exact_counters_and_the_sink_alert_fires_and_resolves(s
                          "every event counted in Prometheus")
                 wait_for(lambda: prom.value("streamproc_consumption_paused") == 0
                          and set(prom.query("streamproc_consumer_lag_messages").values()) == {0.0}, 30, "caught up")
+                # the pause, read back once it ended: as long as it was seen to hold, shorter than the outage
+                wait_for(lambda: prom.value("streamproc_consumption_paused_seconds_total") > paused_before, 30,
+                         "pause counted")
+                paused_s = prom.value("streamproc_consumption_paused_seconds_total") - paused_before
+                assert held_at_least <= paused_s <= time.monotonic() - outage_began, (held_at_least, paused_s)
         finally:
             worker.stop()
 
