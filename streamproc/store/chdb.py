@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -127,8 +127,10 @@ class ChdbSink(Sink):
             return []
         return [tuple(r) for r in orjson.loads(raw)["data"]]
 
-    def insert_encoded(self, table: str, columns: Sequence[str], payload: bytes) -> None:
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) FORMAT {INSERT_FORMAT}\n" + payload.decode()
+    def insert_encoded(self, table: str, columns: Sequence[str], payload: bytes,
+                       settings: Mapping[str, int] | None = None) -> None:
+        with_settings = f" SETTINGS {', '.join(f'{k} = {int(v)}' for k, v in settings.items())}" if settings else ""
+        sql = f"INSERT INTO {table} ({', '.join(columns)}){with_settings} FORMAT {INSERT_FORMAT}\n" + payload.decode()
         with self._turn():
             self._query(sql, "CSV", None)
 

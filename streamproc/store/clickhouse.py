@@ -14,7 +14,7 @@ behind them.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlparse
 
 import urllib3.exceptions
@@ -65,9 +65,10 @@ class ClickHouseSink(Sink):
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
         return self._call(_kind(sql), lambda c: [tuple(r) for r in c.query(sql, parameters=params).result_rows])
 
-    def insert_encoded(self, table: str, columns: Sequence[str], payload: bytes) -> None:
-        self._call(f"INSERT {table}",
-                   lambda c: c.raw_insert(table, list(columns), insert_block=payload, fmt=INSERT_FORMAT))
+    def insert_encoded(self, table: str, columns: Sequence[str], payload: bytes,
+                       settings: Mapping[str, int] | None = None) -> None:
+        self._call(f"INSERT {table}", lambda c: c.raw_insert(table, list(columns), insert_block=payload,
+                                                             settings=dict(settings or {}), fmt=INSERT_FORMAT))
 
     def close(self) -> None:
         self._client.close()

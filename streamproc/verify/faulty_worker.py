@@ -30,7 +30,7 @@ def arm_crash_before_checkpoint(sink: Any, nth_flush: int) -> None:
     insert = sink.insert
     count = 0
 
-    def insert_then_maybe_crash(table: str, columns: Any, rows: Any) -> None:
+    def insert_then_maybe_crash(table: str, columns: Any, rows: Any, settings: Any = None) -> None:
         nonlocal count
         if table == "checkpoints":
             count += 1
@@ -38,7 +38,7 @@ def arm_crash_before_checkpoint(sink: Any, nth_flush: int) -> None:
                 log.warning("fault injection: exiting before the checkpoint of flush %d", count)
                 logging.shutdown()
                 os._exit(CRASH_EXIT_CODE)
-        insert(table, columns, rows)
+        insert(table, columns, rows, settings)
 
     sink.insert = insert_then_maybe_crash
 
