@@ -188,6 +188,8 @@ def single_worker(base: Settings, filled: Filled, work: Path, name: str, timeout
     open_windows = sum(p.get("open_windows", 0) for p in status.get("partitions", {}).values())
     extra: dict[str, Any] = {"messages": filled.messages, "open_windows_at_end": open_windows,
                              "counts": status.get("counts", {}), "flushes": _flush_figures(metrics_text),
+                             "paused_for_sink_s": round(_metric(metrics_text, "streamproc_consumption_paused_seconds_total")
+                                                        or 0.0, 2),
                              "rollups": rollup_figures(metrics_text, settings.rollup_interval_s),
                              "first_message_after_s": round(t0 - owned, 3)}
     if server:

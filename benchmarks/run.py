@@ -83,8 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-timeout-s", type=float, default=1800, help="a peer run that takes longer has failed")
     p.add_argument("--freshness-seconds", type=float, default=20, help="length of the paced freshness run")
     p.add_argument("--freshness-rate", type=float, default=0, help="events/s; default half the worker's maximum")
-    p.add_argument("--scaling-events", type=int, default=200_000,
-                   help="events per active-streamers run: the first N of the main corpus, dealt out to the streamers")
+    p.add_argument("--scaling-events", type=int, default=1_000_000,
+                   help="events per active-streamers run: the first N of the main corpus, dealt out to the streamers "
+                        "(a drain of 200k ends within 1-3 flushes of 1 s, and which of them decided the ratio)")
     p.add_argument("--scaling-streamers", default="100,1000,10000,100000")
     p.add_argument("--memory-events", type=int, default=200_000)
     p.add_argument("--soak-seconds", type=float, default=600, help="length of the soak at half load")
@@ -350,7 +351,8 @@ def streamers(a: argparse.Namespace, work: Path, results: dict[str, Any]) -> Non
             m = single_worker(settings, filled, work, f"streamers-{n}")
         active = len({r.key for r in records})
         out.append({"streamers": n, "active_streamers": active, **m.as_dict()})
-        log(f"{n} streamers ({active} active): {m.eps:,.0f} events/s")
+        log(f"{n} streamers ({active} active): {m.eps:,.0f} events/s, {m.extra['flushes'].get('rows', 0) / m.events:.2f} "
+            f"window rows per event, consumption held {m.extra['paused_for_sink_s']} of {m.seconds:.1f} s for the sink")
     results["streamers"] = out
     by_n = {r["streamers"]: r["events_per_s"] for r in out}
     if 1000 in by_n and 100_000 in by_n:
