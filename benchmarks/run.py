@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--freshness-rate", type=float, default=0, help="events/s; default half the worker's maximum")
     p.add_argument("--scaling-events", type=int, default=1_000_000,
                    help="events per active-streamers run: the first N of the main corpus, dealt out to the streamers "
-                        "(a drain of 200k ends within 1-3 flushes of 1 s, and which of them decided the ratio)")
+                        "(a drain of 200k ends within one to three 1 s flushes: the cadence, not the work, decided its ratio)")
     p.add_argument("--scaling-streamers", default="100,1000,10000,100000")
     p.add_argument("--memory-events", type=int, default=200_000)
     p.add_argument("--soak-seconds", type=float, default=600, help="length of the soak at half load")

@@ -60,7 +60,7 @@ INSERT_FORMAT = "JSONCompactColumns"
 # No two rows of a flush share a sorting key in one insert (one row per window, partition and flush; the
 # views group by their key), so the merge ClickHouse runs on every inserted block of a Replacing or
 # Aggregating table finds nothing to collapse. Skipped, a drain held back by the sink (100k streamers)
-# ran 3-15 % faster in each of three interleaved pairs (docs/PERFORMANCE.md).
+# ran 3-15 % faster in each of three interleaved pairs (docs/SCALING.md).
 FLUSH_INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 _READING: contextvars.ContextVar[bool] = contextvars.ContextVar("streamproc_sink_reading", default=False)
@@ -182,12 +182,12 @@ class Sink(ABC):
         The window rows of a flush share one version per partition and land in one insert, so if any
         row of version V exists, all of them do; restore can then trust max(checkpoint, max version).
         """
-        once = FLUSH_INSERT_SETTINGS
-        self.insert("viewers_in", VIEWER_COLUMNS, [r for s in snaps for r in s.viewers], once)
-        self.insert("orders", ORDER_COLUMNS, [r for s in snaps for r in s.orders], once)
-        self.insert("tallies_10s", TALLY_COLUMNS, [r for s in snaps for r in s.tallies], once)
+        settings = FLUSH_INSERT_SETTINGS
+        self.insert("viewers_in", VIEWER_COLUMNS, [r for s in snaps for r in s.viewers], settings)
+        self.insert("orders", ORDER_COLUMNS, [r for s in snaps for r in s.orders], settings)
+        self.insert("tallies_10s", TALLY_COLUMNS, [r for s in snaps for r in s.tallies], settings)
         self.insert("checkpoints", ("src_topic", "src_partition", "last_offset"),
-                    [(s.topic, s.partition, s.offset) for s in snaps if s.offset >= 0], once)
+                    [(s.topic, s.partition, s.offset) for s in snaps if s.offset >= 0], settings)
 
     # -- restore ---------------------------------------------------------------------------------
 
