@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import orjson
 from prometheus_client import Counter
@@ -136,8 +136,9 @@ def event(board: WatchedBoard, as_of: int, change: Change, rows: dict[str, dict[
     return out
 
 
-def register(app: Any, worker: Any) -> None:
-    """Evaluate the watched boards on a timer inside the worker and publish their changes."""
+def watcher(app: Any, worker: Any) -> Callable[[], Awaitable[None]]:
+    """One evaluation of the watched boards, publishing their changes, as the worker runs it after a
+    flush every ``STREAMPROC_LEADERBOARD_CHANGES_INTERVAL_S`` (``runtime/after_flush.py``)."""
     s = worker.settings
     boards = [WatchedBoard(b.name, dataclasses.replace(b.request, min_audience=s.conversion_min_viewers))
               for b in parse_boards(s.leaderboard_boards)]
@@ -174,5 +175,5 @@ def register(app: Any, worker: Any) -> None:
         if found:
             log.info("leaderboard changes: published %d", len(found))
 
-    app.timer(s.leaderboard_changes_interval_s, name="streamproc.boards.changes")(changes_tick)
+    return changes_tick
 

@@ -24,11 +24,11 @@ on the 10 s tables until it has caught up, so a minute is never deleted before i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -191,20 +191,15 @@ def _guard_ttl(sink: Sink, lag_s: float) -> None:
     TTL_PAUSED.set(int(paused))
     (log.warning if paused else log.info)(
         "rollup lags %.0f s behind the oldest write: 10 s TTL %s", lag_s, "stopped" if paused else "running again")
-def register(app: Any, worker: Any, interval_s: float) -> None:
-    """Run the rollup every ``interval_s`` seconds inside the worker (which owns an embedded store)."""
-    import asyncio
-
-    async def rollup_tick() -> None:
-        try:
-            result = await asyncio.to_thread(run_once, worker.sink)
-        except Exception as exc:  # the next run recomputes everything still marked
-            RUNS.labels("failed").inc()
-            LAG.set(time.time() - _last_ok)  # an upper bound: every write before the last good pass is rolled
-            log.error("rollup failed (%s: %s); retrying at the next tick", type(exc).__name__, exc)
-            return
-        RUNS.labels("ok").inc()
-        if result.marks:
-            log.debug("rollup: %d marks in %.3fs", result.marks, result.seconds)
-
-    app.timer(interval_s, name="streamproc.boards.rollup")(rollup_tick)
+async def tick(sink: Sink) -> None:
+    """One pass off the event loop, as the worker runs it after a flush (``runtime/after_flush.py``)."""
+    try:
+        result = await asyncio.to_thread(run_once, sink)
+    except Exception as exc:  # the next run recomputes everything still marked
+        RUNS.labels("failed").inc()
+        LAG.set(time.time() - _last_ok)  # an upper bound: every write before the last good pass is rolled
+        log.error("rollup failed (%s: %s); retrying at the next run", type(exc).__name__, exc)
+        return
+    RUNS.labels("ok").inc()
+    if result.marks:
+        log.debug("rollup: %d marks in %.3fs", result.marks, result.seconds)

@@ -25,6 +25,7 @@ from streamproc import metrics
 from streamproc.boards import changes, dimension, rollup
 from streamproc.logging_setup import logging_config
 from streamproc.runtime import lifecycle, loop_lag
+from streamproc.runtime.after_flush import AfterFlush, Pass
 from streamproc.runtime.faust_compat import App, Batch, add_middleware, answer_refused_requests, commit
 from streamproc.runtime.kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
 from streamproc.runtime.processor import Processor, WindowNotLoaded
@@ -127,10 +128,12 @@ class Worker:
             add_middleware(app, auth.bearer_middleware(s.web_token))
             log.info("web server requires a bearer token")
         server.register(app, self)
-        if s.rollup_interval_s > 0:  # the timers that keep the boards fresh
-            rollup.register(app, self, s.rollup_interval_s)
+        passes = []  # what keeps the boards fresh, in the gap after each flush
+        if s.rollup_interval_s > 0:
+            passes.append(Pass("rollup", s.rollup_interval_s, lambda: rollup.tick(self.sink)))
         if s.leaderboard_boards and s.leaderboard_changes_interval_s > 0:
-            changes.register(app, self)
+            passes.append(Pass("changes", s.leaderboard_changes_interval_s, changes.watcher(app, self)))
+        self.after_flush = AfterFlush(passes, slack_s=s.flush_interval_s / 2)
         return app
 
     def _add_agent(self, app: faust.App, name: str) -> None:
@@ -342,7 +345,8 @@ class Worker:
         log.info("sink caught up, resuming consumption", extra={"event": "consumption_resumed"})
 
     async def _flush_loop(self) -> None:
-        """Flush every ``flush_interval_s``, start to start.
+        """Flush every ``flush_interval_s``, start to start, then start the store passes due in the gap
+        before the next flush (``runtime/after_flush.py``).
 
         Faust's timers sleep the whole interval after each run, so a flush of 0.3 s would make the
         cadence 1.3 s and every row that much older when it becomes visible.
@@ -358,6 +362,7 @@ class Worker:
                     await self.flush()
                 except Exception:  # flush() handles sink errors itself; nothing else may end the loop
                     log.exception("flush loop")
+            self.after_flush.gap()
 
     async def _watch_loop_lag(self) -> None:
         await loop_lag.watch(metrics.EVENT_LOOP_LAG, should_stop=lambda: self.app.should_stop)
@@ -467,6 +472,7 @@ class Worker:
         """
         stop = lifecycle.stopper
         started = time.monotonic()
+        await self.after_flush.stop()
         try:
             await asyncio.wait_for(self.flush(), timeout=stop.bound(10, _FLUSH_KEEP_S))
             flushed = True
