@@ -191,6 +191,8 @@ def _guard_ttl(sink: Sink, lag_s: float) -> None:
     TTL_PAUSED.set(int(paused))
     (log.warning if paused else log.info)(
         "rollup lags %.0f s behind the oldest write: 10 s TTL %s", lag_s, "stopped" if paused else "running again")
+
+
 async def tick(sink: Sink) -> None:
     """One pass off the event loop, as the worker runs it after a flush (``runtime/after_flush.py``)."""
     try:

@@ -2,7 +2,7 @@
 gap a flush leaves before the next one.
 
 Why not timers of their own: on two cores a rollup pass running beside a flush made that flush
-0.8-1.0 s instead of 0.3-0.6 s, and the slowest flushes are what a board's freshness p99 is made of
+0.5-1.0 s instead of 0.2-0.4 s, and the slowest flushes are what a board's freshness p99 is made of
 (docs/SCALING.md, "The store's other passes"). Neither pass can see anything new until a flush has
 written it, so the natural moment for them is right after one: they start when the flush loop's turn
 ends, one after the other, each at most once per its own interval, and a round still running when the
