@@ -78,9 +78,9 @@ class Settings:
     flush_interval_s: float = setting(1.0, "processing", "seconds between the starts of two flushes of open windows (a graceful stop flushes once more)")
     max_buffered_rows: int = setting(200_000, "processing", "consumption pauses while this many rows await the sink")
     sink_retry_max_s: float = setting(10.0, "processing", "cap of the exponential backoff between sink retries, s")
-    rollup_interval_s: float = setting(2.0, "processing", "seconds between rollup runs (10 s -> 1 min -> 1 h) in the worker, each started as a flush ends; 0: none")
+    rollup_interval_s: float = setting(2.0, "processing", "seconds between rollup runs (10 s -> 1 min -> 1 h) in the worker, each started as a flush ends, one pass per flush; 0: none")
     leaderboard_boards: str = setting("gmv:today:10", "processing", "boards whose changes go to live.leaderboard.changes: metric:window:N[:place=value],...")
-    leaderboard_changes_interval_s: float = setting(2.0, "processing", "seconds between evaluations of the watched boards, each started as a flush ends; 0: none")
+    leaderboard_changes_interval_s: float = setting(2.0, "processing", "seconds between evaluations of the watched boards, each started as a flush ends, one pass per flush; 0: none")
     # leaderboards
     conversion_min_viewers: int = setting(10, "boards", "unique viewers a room needs before its conversion is shown and ranked")
     # the worker's web server

@@ -4,10 +4,16 @@ gap a flush leaves before the next one.
 Why not timers of their own: on two cores a rollup pass running beside a flush made that flush
 0.5-1.0 s instead of 0.2-0.4 s, and the slowest flushes are what a board's freshness p99 is made of
 (docs/SCALING.md, "The store's other passes"). Neither pass can see anything new until a flush has
-written it, so the natural moment for them is right after one: they start when the flush loop's turn
-ends, one after the other, each at most once per its own interval, and a round still running when the
-next gap comes is not started a second time (the flush after it waits for one statement at most, the
-store serving writers one statement at a time).
+written it, so the natural moment for them is right after one: a pass starts when the flush loop's
+turn ends, at most once per its own interval, and a pass still running when the next gap comes is not
+joined by another.
+
+One pass per gap, the most overdue first, never two chained: the web API's readers wait for whatever
+writer holds the store, and serve a board stale only for about a flush interval while its successor is
+computed (``web/read_gate.py``), so the longest run of writes they may sit behind is what sets their
+p99. The rollup and the change evaluation back to back in one gap made that run about a second longer
+and the boards' p99 about four times worse (docs/SCALING.md); with 1 s flushes and both passes every
+2 s, they take alternate gaps.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ class Pass:
 
 
 class AfterFlush:
-    """Starts the due passes in the gap after each flush; ``slack_s`` is half the flush interval, so a
-    pass due just after a gap runs in it rather than a whole flush later (a 2 s pass, 1 s flushes: every
+    """Starts a due pass in the gap after each flush; ``slack_s`` is half the flush interval, so a pass
+    due just after a gap runs in it rather than a whole flush later (a 2 s pass, 1 s flushes: every
     second gap, not every third)."""
 
     def __init__(self, passes: list[Pass], slack_s: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -44,26 +50,25 @@ class AfterFlush:
         self.task: asyncio.Task | None = None
 
     def gap(self) -> None:
-        """Called by the flush loop when a flush (or a quiet turn) is done."""
+        """Called by the flush loop when a flush (or a quiet turn) is done: starts the most overdue pass."""
         if self.task is not None and not self.task.done():
             return
         now = self.clock()
         due = [p for p in self.passes if now + self.slack_s >= p.due]
-        for p in due:
-            p.due = now + p.interval_s
         if due:
-            self.task = asyncio.ensure_future(self._run(due))
+            p = min(due, key=lambda p: p.due)
+            p.due = now + p.interval_s
+            self.task = asyncio.ensure_future(self._run(p))
 
     @staticmethod
-    async def _run(due: list[Pass]) -> None:
-        for p in due:
-            try:
-                await p.run()
-            except Exception:  # a pass's own handling missed it: the passes after it still run
-                log.exception("%s pass failed", p.name)
+    async def _run(p: Pass) -> None:
+        try:
+            await p.run()
+        except Exception:  # a pass's own handling missed it: it is tried again when next due
+            log.exception("%s pass failed", p.name)
 
     async def stop(self) -> None:
-        """Cancel a round in progress (a statement already in the store runs to its end)."""
+        """Cancel a pass in progress (a statement already in the store runs to its end)."""
         if self.task is not None and not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
