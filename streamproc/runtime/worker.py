@@ -345,8 +345,8 @@ class Worker:
         log.info("sink caught up, resuming consumption", extra={"event": "consumption_resumed"})
 
     async def _flush_loop(self) -> None:
-        """Flush every ``flush_interval_s``, start to start, then start the store passes due in the gap
-        before the next flush (``runtime/after_flush.py``).
+        """Flush every ``flush_interval_s``, start to start, then start the store pass due in the gap
+        before the next flush, if any (``runtime/after_flush.py``).
 
         Faust's timers sleep the whole interval after each run, so a flush of 0.3 s would make the
         cadence 1.3 s and every row that much older when it becomes visible.
