@@ -31,37 +31,31 @@ async def _settle(af: AfterFlush) -> None:
         await asyncio.wait_for(asyncio.shield(af.task), 5)
 
 
-def test_passes_take_turns_one_per_gap_each_within_its_interval() -> None:
+def passes_in_gaps(names_and_intervals: list[tuple[str, float]], gaps: int) -> list[list[str]]:
+    """What ran in each of ``gaps`` gaps, one after each 1 s flush, each a little early (a flush's start
+    drifts): the pass is due 20 ms after the gap that should run it."""
     async def main() -> list[list[str]]:
-        clock, ran, gaps = Clock(), [], []
-        af = AfterFlush([Pass("rollup", 2.0, recorder(ran, "rollup")), Pass("changes", 2.0, recorder(ran, "changes"))],
-                        slack_s=0.5, clock=clock)
-        for _ in range(6):  # one gap after each 1 s flush, each a little early (the flush's start drifts)
+        clock, ran, out = Clock(), [], []
+        af = AfterFlush([Pass(n, i, recorder(ran, n)) for n, i in names_and_intervals], slack_s=0.5, clock=clock)
+        for _ in range(gaps):
             af.gap()
             await _settle(af)
-            gaps.append(ran[:])
+            out.append(ran[:])
             ran.clear()
             clock.now += 0.98
-        return gaps
+        return out
+    return asyncio.run(main())
 
+
+def test_passes_take_turns_one_per_gap_each_within_its_interval() -> None:
     # never two in one gap (a longer run of writes for the API's readers to wait behind); each every
     # second gap, as its 2 s interval asks, though each gap comes 20 ms before the pass is due
-    assert asyncio.run(main()) == [["rollup"], ["changes"], ["rollup"], ["changes"], ["rollup"], ["changes"]]
+    assert passes_in_gaps([("rollup", 2.0), ("changes", 2.0)], 6) == [
+        ["rollup"], ["changes"], ["rollup"], ["changes"], ["rollup"], ["changes"]]
 
 
 def test_a_pass_runs_in_the_gap_its_interval_allows_not_a_whole_flush_later() -> None:
-    async def main() -> list[list[str]]:
-        clock, ran, gaps = Clock(), [], []
-        af = AfterFlush([Pass("rollup", 2.0, recorder(ran, "rollup"))], slack_s=0.5, clock=clock)
-        for _ in range(5):
-            af.gap()
-            await _settle(af)
-            gaps.append(ran[:])
-            ran.clear()
-            clock.now += 0.98
-        return gaps
-
-    assert asyncio.run(main()) == [["rollup"], [], ["rollup"], [], ["rollup"]]  # not every third gap
+    assert passes_in_gaps([("rollup", 2.0)], 5) == [["rollup"], [], ["rollup"], [], ["rollup"]]  # not every third gap
 
 
 def test_a_pass_still_running_is_not_joined_by_another_and_the_next_gap_after_it_runs_what_is_due() -> None:
@@ -71,7 +65,7 @@ def test_a_pass_still_running_is_not_joined_by_another_and_the_next_gap_after_it
         af.gap()
         await asyncio.sleep(0)
         first = ran[:]
-        clock.now += 5.0  # long overdue, but the first round has not finished
+        clock.now += 5.0  # long overdue, but the first pass has not finished
         af.gap()
         await asyncio.sleep(0)
         during = ran[:]
