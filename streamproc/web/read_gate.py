@@ -64,7 +64,10 @@ class ReadGate:
     (see the module docstring)."""
 
     def __init__(self, max_concurrent: int, queue_timeout_s: float, max_age_s: float, stale_s: float = 0.0,
-                 stale_cap_s: float = 0.0) -> None:
+                 stale_cap_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` dates the answers (monotonic seconds): ages are decided by it alone, so a test can step
+        it instead of sleeping on a loaded machine. The queue timeout is the event loop's own time."""
+        self.clock = clock
         self.queue_timeout_s = queue_timeout_s
         self.max_age_s = max_age_s
         self.stale_s = max(stale_s, max_age_s)
@@ -83,7 +86,7 @@ class ReadGate:
         forgotten at once (and a refusal is never cached), so the next request tries again. ``stale``
         False: never an answer past its age (a figure about now, not a board with its own ``as_of``).
         """
-        now = time.monotonic()
+        now = self.clock()
         flight = self._flights.get(key)
         if flight is not None and flight.answer.done() and now - flight.started < self.max_age_s:
             return await asyncio.shield(flight.answer), "hit"  # shielded: a hang-up must not cancel it
@@ -123,7 +126,7 @@ class ReadGate:
         if not failed:
             good = self._good.get(key)
             if good is None or good.started < flight.started:
-                took = time.monotonic() - flight.started
+                took = self.clock() - flight.started
                 self._good[key] = _Good(flight.started, took, flight.answer.result())
         elif self._flights.get(key) is flight:
             del self._flights[key]

@@ -81,24 +81,50 @@ def test_a_stream_of_readers_never_holds_a_writer_for_more_than_one_statement() 
 
 
 # -- the gate alone: single flight, cache age, the bound ------------------------------------------------
+# Ages are read from a clock the test steps (``Clock``), never from sleeps: on a loaded machine a sleep of
+# 0.05 s can take 0.3 s, and an age test that depends on it fails for the wrong reason. Computations still
+# run in the gate's real threads.
+
+
+class Clock:
+    """A monotonic clock that moves only when told (``ReadGate(clock=...)``)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def settled(gate: ReadGate, key: str) -> None:
+    """Wait until the computation in flight for ``key`` has come back (and the gate has filed it)."""
+    flight = gate._flights.get(key)
+    if flight is not None:
+        await asyncio.wait([flight.answer], timeout=10)
+        await asyncio.sleep(0)  # its done callback
 
 
 def test_identical_requests_within_the_age_share_one_computation() -> None:
     calls = 0
+    clock = Clock()
 
     def compute() -> dict[str, int]:
         nonlocal calls
         calls += 1
-        time.sleep(0.05)
+        time.sleep(0.05)  # long enough for all 50 requests to arrive while it runs
         return {"answer": calls}
 
     async def run() -> None:
-        gate = ReadGate(max_concurrent=2, queue_timeout_s=1, max_age_s=0.3)
+        gate = ReadGate(max_concurrent=2, queue_timeout_s=5, max_age_s=0.3, clock=clock)
         together = await asyncio.gather(*(gate.answer("board", compute) for _ in range(50)))
         assert calls == 1 and together == [({"answer": 1}, "miss")] + [({"answer": 1}, "hit")] * 49, together
+        clock.advance(0.29)
         assert await gate.answer("board", compute) == ({"answer": 1}, "hit")  # done, still young: shared
         assert (await gate.answer("other", compute))[0] == {"answer": 2}  # another query is its own
-        await asyncio.sleep(0.35)
+        clock.advance(0.02)
         assert await gate.answer("board", compute) == ({"answer": 3}, "miss")  # too old, none stale: asked again
 
     asyncio.run(run())
@@ -106,28 +132,31 @@ def test_identical_requests_within_the_age_share_one_computation() -> None:
 
 def test_past_its_age_an_answer_is_served_stale_while_one_new_computation_runs() -> None:
     calls = 0
+    clock = Clock()
     release = threading.Event()
 
     def compute() -> dict[str, int]:
         nonlocal calls
         calls += 1
         if calls == 2:
-            release.wait(5)  # the renewal is slow: the crowd must not wait for it
+            release.wait(10)  # the renewal is slow: the crowd must not wait for it
         return {"answer": calls}
 
     async def run() -> None:
-        gate = ReadGate(max_concurrent=2, queue_timeout_s=1, max_age_s=0.5, stale_s=1.5)
+        gate = ReadGate(max_concurrent=2, queue_timeout_s=5, max_age_s=0.5, stale_s=1.5, clock=clock)
         assert await gate.answer("board", compute) == ({"answer": 1}, "miss")
-        await asyncio.sleep(0.55)  # past the age, within the stale bound
-        began = time.monotonic()
-        crowd = await asyncio.gather(*(gate.answer("board", compute) for _ in range(20)))
-        assert crowd == [({"answer": 1}, "stale")] * 20 and time.monotonic() - began < 0.1, crowd
-        await asyncio.sleep(0.05)  # the renewal's thread starts
+        clock.advance(0.55)  # past the age, within the stale bound
+        crowd = await asyncio.wait_for(asyncio.gather(*(gate.answer("board", compute) for _ in range(20))), 5)
+        assert crowd == [({"answer": 1}, "stale")] * 20, crowd  # at once: the renewal is held for 10 s
+        for _ in range(200):  # the renewal's thread starts
+            if calls == 2:
+                break
+            await asyncio.sleep(0.01)
         assert calls == 2  # one renewal for the crowd, still running
         release.set()
-        await asyncio.sleep(0.2)
+        await settled(gate, "board")
         assert await gate.answer("board", compute) == ({"answer": 2}, "hit")  # the renewal, young
-        await asyncio.sleep(1.6)  # past the stale bound: no old answer is served, the request waits
+        clock.advance(1.6)  # past the stale bound: no old answer is served, the request waits
         assert await gate.answer("board", compute) == ({"answer": 3}, "miss")
 
     asyncio.run(run())
@@ -135,6 +164,7 @@ def test_past_its_age_an_answer_is_served_stale_while_one_new_computation_runs()
 
 def test_a_failed_renewal_keeps_serving_the_last_good_answer_within_the_bound() -> None:
     answers = iter([{"answer": 1}, RuntimeError("store down"), {"answer": 3}])
+    clock = Clock()
 
     def compute() -> dict[str, int]:
         got = next(answers)
@@ -143,27 +173,28 @@ def test_a_failed_renewal_keeps_serving_the_last_good_answer_within_the_bound() 
         return got
 
     async def run() -> None:
-        gate = ReadGate(max_concurrent=1, queue_timeout_s=1, max_age_s=0.3, stale_s=5)
+        gate = ReadGate(max_concurrent=1, queue_timeout_s=5, max_age_s=0.3, stale_s=5, clock=clock)
         assert await gate.answer("board", compute) == ({"answer": 1}, "miss")
-        await asyncio.sleep(0.35)
+        clock.advance(0.35)
         assert await gate.answer("board", compute) == ({"answer": 1}, "stale")  # renewal started, and fails
-        await asyncio.sleep(0.05)
+        await settled(gate, "board")
         assert await gate.answer("board", compute) == ({"answer": 1}, "stale")  # failure forgotten: renewed again
-        await asyncio.sleep(0.05)
+        await settled(gate, "board")
         assert await gate.answer("board", compute) == ({"answer": 3}, "hit")
 
     asyncio.run(run())
 
 
 def test_past_the_bound_a_request_is_refused_within_the_queue_timeout() -> None:
+    # the queue timeout is real time: the slot stays taken for 3 s, the refusal must come long before
     async def run() -> None:
         gate = ReadGate(max_concurrent=1, queue_timeout_s=0.2, max_age_s=0.5)
-        slow = asyncio.ensure_future(gate.answer("slow", lambda: time.sleep(1.0)))
+        slow = asyncio.ensure_future(gate.answer("slow", lambda: time.sleep(3.0)))
         await asyncio.sleep(0.05)
         began = time.monotonic()
         with pytest.raises(Busy):
             await gate.answer("other", lambda: "never")
-        assert time.monotonic() - began < 0.8
+        assert time.monotonic() - began < 2.0
         await slow
         assert await gate.answer("other", lambda: "now") == ("now", "miss")  # a refusal is not cached
 
@@ -184,28 +215,31 @@ def test_answers_are_computed_as_reads_in_a_thread() -> None:
 
 def test_a_slow_answer_is_served_stale_for_twice_its_computing_time_and_a_lone_late_poller_gets_a_fresh_one() -> None:
     calls = 0
+    clock = Clock()
 
     def compute() -> dict[str, int]:
         nonlocal calls
         calls += 1
-        time.sleep(0.3)  # slower than the stale window of 0.2 s: a crowd would wait at every renewal
+        clock.advance(0.3)  # slower than the stale window of 0.2 s: a crowd would wait at every renewal
         return {"answer": calls}
 
     async def run() -> None:
-        gate = ReadGate(max_concurrent=2, queue_timeout_s=1, max_age_s=0.1, stale_s=0.2, stale_cap_s=5)
-        assert await gate.answer("board", compute) == ({"answer": 1}, "miss")
-        await asyncio.sleep(0.35)  # 0.65 s after it started: past stale_s, within 0.1 + 2 x 0.3
+        gate = ReadGate(max_concurrent=2, queue_timeout_s=5, max_age_s=0.1, stale_s=0.2, stale_cap_s=5, clock=clock)
+        assert await gate.answer("board", compute) == ({"answer": 1}, "miss")  # took 0.3 s
+        clock.advance(0.35)  # 0.65 s after it started: past stale_s, within 0.1 + 2 x 0.3
         assert await gate.answer("board", compute) == ({"answer": 1}, "stale")
-        await asyncio.sleep(1.0)  # the renewal (0.65 s to 0.95 s) is done, and now past its window (0.1 + 2 x 0.3)
-        began = time.monotonic()
+        await settled(gate, "board")  # the renewal: 0.65 s to 0.95 s
+        clock.advance(1.0)  # now past its window (0.1 + 2 x 0.3)
+        before = calls
         assert await gate.answer("board", compute) == ({"answer": 3}, "miss")  # a lone late poller: fresh
-        assert time.monotonic() - began >= 0.3
+        assert calls == before + 1  # it waited for a computation of its own
 
     asyncio.run(run())
 
 
 def test_an_answer_about_now_is_never_served_past_its_age() -> None:
     calls = 0
+    clock = Clock()
 
     def compute() -> int:
         nonlocal calls
@@ -213,9 +247,9 @@ def test_an_answer_about_now_is_never_served_past_its_age() -> None:
         return calls
 
     async def run() -> None:
-        gate = ReadGate(max_concurrent=1, queue_timeout_s=1, max_age_s=0.1, stale_s=5)
+        gate = ReadGate(max_concurrent=1, queue_timeout_s=1, max_age_s=0.1, stale_s=5, clock=clock)
         assert await gate.answer("freshness", compute, stale=False) == (1, "miss")
-        await asyncio.sleep(0.15)
+        clock.advance(0.15)
         assert await gate.answer("freshness", compute, stale=False) == (2, "miss")  # computed again, not stale
         assert await gate.answer("freshness", compute, stale=False) == (2, "hit")
 
