@@ -43,9 +43,9 @@ from streamproc.core.batch import apply_batch_reference
 from streamproc.core.state import PartitionState
 from streamproc.logs.logfile import LogRecord
 from streamproc.logs.packs import pack_records
+from streamproc.runtime.heap import GC_THRESHOLD
 from streamproc.runtime.processor import Processor
 from streamproc.runtime.topics import partitions_of
-from streamproc.runtime.worker import GC_THRESHOLD
 from streamproc.settings import Settings
 
 Rec = namedtuple("Rec", "offset key value timestamp")  # what the processor reads of an aiokafka record
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unfrozen", action="store_true",
                    help="leave the corpus to the garbage collector (by default it is frozen: see below)")
     p.add_argument("--gc", choices=("worker", "default"), default="worker",
-                   help="the collector as the worker sets it (runtime.worker.GC_THRESHOLD, for every side of the "
+                   help="the collector as the worker sets it (runtime.heap.GC_THRESHOLD, for every side of the "
                         "comparison) or Python's default thresholds")
     p.add_argument("--top", type=int, default=30)
     a = p.parse_args(argv)

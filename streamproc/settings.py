@@ -56,7 +56,7 @@ class Settings:
     group_id: str = setting("streamproc", "consumer", "consumer group and Faust app id")
     group_instance_id: str = setting("", "consumer", "static group membership id (e.g. the pod name): a restarted worker takes its partitions back without waiting for its old session to expire")
     fetch_max_wait_ms: int = setting(100, "consumer", "longest the broker may hold a fetch that finds nothing new (Kafka's fetch.max.wait.ms): every record arriving meanwhile waits with it before the windows see it; Faust's fixed 1,500 cost 0.6 s of freshness p99 on a broker that holds fetches (docs/SCALING.md); lower: more empty fetches while idle")
-    max_poll_records: int = setting(20_000, "consumer", "records the worker takes from what it has fetched at a time (Kafka's max.poll.records): it bounds the records decoded and held between the fetch and the windows, which a broker that answers with more than a fetch asked for would otherwise fill; 0: everything fetched")
+    max_poll_records: int = setting(5_000, "consumer", "records the worker takes from what it has fetched at a time (Kafka's max.poll.records): it bounds the records decoded and held between the fetch and the windows (one batch per topic waiting, about 300 bytes a record), which a broker that answers with more than a fetch asked for would otherwise fill; 0: everything fetched")
     # ClickHouse: where tallies go
     clickhouse_url: str = setting("", "store", "ClickHouse HTTP(S) URL; empty: embedded chDB in DATA_DIR/clickhouse")
     clickhouse_user: str = setting("default", "store", "ClickHouse user (also the user `clickhouse-server` accepts)")
@@ -77,6 +77,7 @@ class Settings:
     closed_windows_kept: int = setting(4_096, "processing", "windows per partition kept in memory after they are closed while a late event could still reach them (a late payment, within the dedupe horizon), so that reopening one needs no read of the store; 0: every reopen reads the store")
     flush_interval_s: float = setting(1.0, "processing", "seconds between the starts of two flushes of open windows (a graceful stop flushes once more)")
     max_buffered_rows: int = setting(200_000, "processing", "consumption pauses while this many rows await the sink")
+    malloc_mmap_threshold_bytes: int = setting(262_144, "processing", "blocks of this size or more get a mapping of their own, returned to the system when freed (glibc's M_MMAP_THRESHOLD, fixed): glibc otherwise raises its threshold to the largest block freed, and the broker's fetch answers and the flush's large lists then stay resident in the heap after use (docs/SCALING.md, \"Memory\"); 0: glibc's own sliding threshold")
     sink_retry_max_s: float = setting(10.0, "processing", "cap of the exponential backoff between sink retries, s")
     rollup_interval_s: float = setting(2.0, "processing", "seconds between rollup runs (10 s -> 1 min -> 1 h) in the worker, each started as a flush ends, one pass per flush; 0: none")
     leaderboard_boards: str = setting("gmv:today:10", "processing", "boards whose changes go to live.leaderboard.changes: metric:window:N[:place=value],...")

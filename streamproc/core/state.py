@@ -104,8 +104,11 @@ class PartitionState:
         # past the horizon then costs what is forgotten, not a pass over every order at every flush
         self.order_expiry: dict[str, list[tuple[int, tuple[str, str]]]] = {}
         self._indexed = self.orders_seen  # the dict order_expiry indexes
-        # viewers seen per window, a dict used as a set: of str keys and None values, which the garbage
-        # collector does not track, so its full passes never walk every viewer of every open window
+        # viewers seen per window since the last snapshot, a dict used as a set (str keys and None values,
+        # which the garbage collector does not track): a window's viewer goes to the store once per flush,
+        # not once per enter. The store's audience is a set (uniqExact), so a viewer sent again by a later
+        # flush changes nothing there; holding every viewer of every open window instead cost half the
+        # state's memory to save 0.5 % of the rows (docs/SCALING.md, "Memory")
         self.viewer_sets: dict[WindowKey, dict[str, None]] = {}
         self.pending_viewers: list[tuple] = []
         self.pending_orders: list[tuple] = []
@@ -250,6 +253,7 @@ class PartitionState:
         ]
         snap = Snapshot(topic, part, version, rows, self.pending_viewers, self.pending_orders, set(self.dirty))
         self.dirty, self.pending_viewers, self.pending_orders = [], [], []
+        self.viewer_sets = {}
         self.generation = gen + 1  # every window is clean at once
         return snap
 
@@ -285,7 +289,6 @@ class PartitionState:
         for key in gone:
             start, streamer = key
             acc = windows.pop(key)
-            self.viewer_sets.pop(key, None)
             if start + reach <= wm[streamer]:
                 continue  # every event it could take is late, now and later (watermarks only rise)
             if keep:

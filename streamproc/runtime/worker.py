@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from faust.types import TP as FaustTP
 from streamproc import metrics
 from streamproc.boards import changes, dimension, rollup
 from streamproc.logging_setup import logging_config
-from streamproc.runtime import lifecycle, loop_lag
+from streamproc.runtime import heap, lifecycle, loop_lag
 from streamproc.runtime.after_flush import AfterFlush, Pass
 from streamproc.runtime.faust_compat import App, Batch, add_middleware, answer_refused_requests, commit
 from streamproc.runtime.kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
@@ -139,7 +138,9 @@ class Worker:
     def _add_agent(self, app: faust.App, name: str) -> None:
         """One agent per event topic; it receives whole fetched batches (see runtime/faust_compat.py)."""
         app.topics.add(app.topic(self.settings.topic(name), acks=False))  # subscribe the consumer
-        channel = app.channel(maxsize=4)  # a few batches in flight: the fetcher waits on a slow agent
+        # one batch waiting while one is applied: the fetcher waits beyond that, so the records decoded
+        # ahead of the windows stay within two polls per topic (``max_poll_records``; docs/SCALING.md, "Memory")
+        channel = app.channel(maxsize=1)
         self.channels[self.settings.topic(name)] = channel
         handle = self.processor.handle_batch
         limit = self.settings.max_buffered_rows
@@ -516,33 +517,13 @@ def run_worker(settings: Settings, sink: Sink | None = None) -> int:
     sink = sink or open_sink(settings)
     try:
         worker = Worker(settings, sink)
-        settle_heap()
+        heap.settle(settings.malloc_mmap_threshold_bytes)
         # Faust resets the root logger when it starts: hand it ours when JSON is asked for (text keeps Faust's).
         config = logging_config(settings.log_level, settings.log_format) if settings.log_format == "json" else None
         return _run_faust(_faust_worker(worker.app, loglevel=settings.log_level, quiet=True, logging_config=config),
                           owns_partitions=lambda: bool(worker.processor.states))
     finally:
         sink.close()  # before interpreter teardown: an embedded chDB left open crashes the exit
-
-
-GC_THRESHOLD = (50_000, 20, 20)  # young collections every 50,000 net allocations; older ones rarer
-
-
-def settle_heap() -> None:
-    """Set the garbage collector for a long-running consumer.
-
-    What is loaded by now (Faust, aiokafka, the store's engine, the app and its tables) lives as long as
-    the process: frozen (``gc.freeze``), no collection walks it again. The hot loop allocates short-lived
-    tuples, strings and dicts by the million, which reference counting frees; at the default threshold
-    (700 net allocations) the collector still ran a young collection every few hundred events and an
-    old one over the whole window state every few thousand. In one process on the same 1M events
-    (``python -m benchmarks.inner_loop --gc default`` / ``--gc worker``, both sides under the same
-    setting): the batch loop 215k -> 250k events/s one per message, 426k -> 484k in packs of 10 (CPU
-    time), the Python limit unchanged (448k / 466k). docs/SCALING.md, "Where the worker's time goes".
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
 
 
 def _faust_worker(app: faust.App, **kwargs: Any) -> Any:

@@ -106,6 +106,20 @@ def test_concurrent_viewers_run_in_log_order() -> None:
     assert sorted(v for _, _, v in st.pending_viewers) == ["a", "b", "c", "d"]
 
 
+def test_a_viewer_goes_to_the_store_once_per_flush_and_the_state_keeps_no_viewer_past_a_snapshot() -> None:
+    st = PartitionState("live.views", 0, Rules())
+    for off, viewer in enumerate(["a", "a", "b", "a"]):  # repeated enters: one row each per flush
+        st.apply(off, view(T0 + off, "s1", viewer, True))
+    first = st.snapshot()
+    assert sorted(first.viewers) == [(T0, "s1", "a"), (T0, "s1", "b")]
+    assert st.viewer_sets == {} and st.pending_viewers == []  # the store holds them now, a set (uniqExact)
+    st.flush_done(first)
+    for off, viewer in enumerate(["a", "c", "c"], start=4):
+        st.apply(off, view(T0 + off, "s1", viewer, True))
+    assert sorted(st.snapshot().viewers) == [(T0, "s1", "a"), (T0, "s1", "c")]  # "a" again: harmless to a set
+    assert st.windows[(T0, "s1")][ENTERS] == 7  # the tallies count every enter
+
+
 def test_failed_flush_keeps_everything_for_the_next_one() -> None:
     st = PartitionState("live.orders", 0, Rules())
     st.apply(0, paid(T0, "o1", 100))
