@@ -56,7 +56,7 @@ class Settings:
     group_id: str = setting("streamproc", "consumer", "consumer group and Faust app id")
     group_instance_id: str = setting("", "consumer", "static group membership id (e.g. the pod name): a restarted worker takes its partitions back without waiting for its old session to expire")
     fetch_max_wait_ms: int = setting(100, "consumer", "longest the broker may hold a fetch that finds nothing new (Kafka's fetch.max.wait.ms): every record arriving meanwhile waits with it before the windows see it; Faust's fixed 1,500 cost 0.6 s of freshness p99 on a broker that holds fetches (docs/SCALING.md); lower: more empty fetches while idle")
-    max_poll_records: int = setting(5_000, "consumer", "records the worker takes from what it has fetched at a time (Kafka's max.poll.records): it bounds the records decoded and held between the fetch and the windows (one batch per topic waiting, about 300 bytes a record), which a broker that answers with more than a fetch asked for would otherwise fill; 0: everything fetched")
+    max_poll_records: int = setting(5_000, "consumer", "records the worker takes from what it has fetched at a time (Kafka's max.poll.records): it bounds the records decoded and held between the fetch and the windows (up to four batches per topic waiting, about 300 bytes a record), which a broker that answers with more than a fetch asked for would otherwise fill; 0: everything fetched")
     # ClickHouse: where tallies go
     clickhouse_url: str = setting("", "store", "ClickHouse HTTP(S) URL; empty: embedded chDB in DATA_DIR/clickhouse")
     clickhouse_user: str = setting("default", "store", "ClickHouse user (also the user `clickhouse-server` accepts)")

@@ -138,9 +138,7 @@ class Worker:
     def _add_agent(self, app: faust.App, name: str) -> None:
         """One agent per event topic; it receives whole fetched batches (see runtime/faust_compat.py)."""
         app.topics.add(app.topic(self.settings.topic(name), acks=False))  # subscribe the consumer
-        # one batch waiting while one is applied: the fetcher waits beyond that, so the records decoded
-        # ahead of the windows stay within two polls per topic (``max_poll_records``; docs/SCALING.md, "Memory")
-        channel = app.channel(maxsize=1)
+        channel = app.channel(maxsize=4)  # a few batches in flight: the fetcher waits on a slow agent
         self.channels[self.settings.topic(name)] = channel
         handle = self.processor.handle_batch
         limit = self.settings.max_buffered_rows
