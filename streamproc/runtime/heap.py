@@ -48,9 +48,9 @@ def fix_mmap_threshold(nbytes: int) -> bool:
     large list a flush builds, comes from the heap instead, where the long-lived window state allocated
     in between pins it. The worker's resident memory then stays at its high-water mark of buffers it no
     longer holds. Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``, which also stops the sliding)
-    took the external-store worker's peak on the 1M corpus from about 230 to 175 MB (docs/SCALING.md,
-    "Memory"); the price is a mapping per large block, a few per fetch and per flush. False where the
-    C library is not glibc (the setting is then without effect, and said so once).
+    took some 50 MB off the external-store worker's peak on the 1M corpus (docs/SCALING.md, "Memory");
+    the price is a mapping per large block, a few per fetch and per flush. False where the C library is
+    not glibc (the setting is then without effect, and said so once).
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
