@@ -515,7 +515,9 @@ def run_worker(settings: Settings, sink: Sink | None = None) -> int:
     sink = sink or open_sink(settings)
     try:
         worker = Worker(settings, sink)
-        heap.settle(settings.malloc_mmap_threshold_bytes)
+        # embedded chDB allocates large blocks all the time and reuses them under glibc's sliding rule: a
+        # fixed threshold mapped each one anew and cost the worker a quarter of its throughput there
+        heap.settle(settings.malloc_mmap_threshold_bytes if settings.clickhouse_url else 0)
         # Faust resets the root logger when it starts: hand it ours when JSON is asked for (text keeps Faust's).
         config = logging_config(settings.log_level, settings.log_format) if settings.log_format == "json" else None
         return _run_faust(_faust_worker(worker.app, loglevel=settings.log_level, quiet=True, logging_config=config),
