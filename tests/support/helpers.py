@@ -170,3 +170,17 @@ def feed_and_flush(settings: Settings, worker: Any, log: Path) -> Any:
 def report(name: str, **figures: object) -> None:
     """Figures of a run, printed (``pytest -s``) for docs/RELIABILITY.md."""
     print(f"\nFIGURES {name} " + json.dumps(figures, default=str))
+
+
+class Clock:
+    """A monotonic clock that moves only when a test moves it (``now``, or ``advance``): for code that takes
+    its clock as a parameter, so an age or an interval is decided by the test, not by a loaded machine."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

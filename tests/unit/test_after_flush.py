@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+from support.helpers import Clock
+
 from streamproc.runtime.after_flush import AfterFlush, Pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def recorder(ran: list[str], name: str, fail: bool = False, hold: asyncio.Event | None = None):

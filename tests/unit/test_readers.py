@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from support.helpers import Clock
 
 from streamproc.store.base import is_reading
 from streamproc.store.chdb import WriterFirstLock
@@ -84,19 +85,6 @@ def test_a_stream_of_readers_never_holds_a_writer_for_more_than_one_statement() 
 # Ages are read from a clock the test steps (``Clock``), never from sleeps: on a loaded machine a sleep of
 # 0.05 s can take 0.3 s, and an age test that depends on it fails for the wrong reason. Computations still
 # run in the gate's real threads.
-
-
-class Clock:
-    """A monotonic clock that moves only when told (``ReadGate(clock=...)``)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 async def settled(gate: ReadGate, key: str) -> None:
