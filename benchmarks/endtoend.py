@@ -32,7 +32,7 @@ from streamproc.verify.stack import ClickHouseServerProcess, Stack, WorkerProces
 
 from .corpus import Filled, fill, live
 from .feed import Feed, feed
-from .procstat import cpu_seconds, peak_rss_bytes, rss_bytes
+from .procstat import cpu_seconds, peak_rss_bytes, rss_bytes, self_cpu_seconds
 
 POLL_S = 0.05  # /status poll interval: the error of every start and end time below
 STOP_S = 5  # a worker stopped after its run has flushed everything: no need to wait long for it
@@ -353,28 +353,52 @@ async def _latencies(settings: Settings, flushes: FlushLog) -> tuple[list[float]
     return append, event, delay
 
 
-def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, work: Path,
-         sample_s: float = 1.0) -> dict[str, Any]:
+def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, work: Path, broker_pid: int,
+         sample_s: float = 1.0, min_available_bytes: int = 2 * 2**30) -> dict[str, Any]:
     """One worker with an external store fed at ``rate`` for ``seconds`` (the corpus over and over, each
     record stamped as sent), its RSS and the store server's sampled every ``sample_s``; the slope of a
     least-squares line over the samples after the first fifth (warm-up: windows, buffers and caches
     fill) says whether memory is flat. The end state (events consumed, order ids remembered, open
-    windows, rows waiting for the sink) says what the memory holds."""
+    windows, rows waiting for the sink) says what the memory holds, and the events consumed each minute
+    say whether the worker kept up: a worker that stalled would look flat too.
+
+    The embedded broker keeps every record in memory and Tansu implements no DeleteRecords, so it grows
+    by the whole feed (~270 bytes an event: 14 GB after ten minutes at 95k events/s). The soak stops
+    early, and says so, when the machine's available memory falls below ``min_available_bytes``: past
+    that the kernel starts reclaiming and the worker is measured on a machine that is swapping its page
+    cache, or the OOM killer ends the run."""
     settings = run_settings(base, work, "soak", topic_prefix="soak.")
     asyncio.run(create_topics(settings))
     server = ClickHouseServerProcess(settings, free_port(), work / "soak" / "clickhouse.log").start()
     settings = settings.replace(clickhouse_url=server.url)
     worker = WorkerProcess(settings, work / "soak" / "worker.log").start()
     samples: list[tuple[float, int, int]] = []
+    minutes: list[dict[str, Any]] = []  # at the start and after each whole minute
+    stopped_early: str | None = None
     try:
         wait_assigned([worker])
         with Feed(settings, records, rate, cycle=True) as fed:
             began = time.monotonic()
-            while time.monotonic() - began < seconds:
-                samples.append((time.monotonic() - began, rss_bytes(worker.proc.pid), rss_bytes(server.proc.pid)))
+            while (elapsed := time.monotonic() - began) < seconds:
+                samples.append((elapsed, rss_bytes(worker.proc.pid), rss_bytes(server.proc.pid)))
+                if elapsed >= 60 * len(minutes):
+                    minutes.append({"worker_rss_mb": round(samples[-1][1] / 2**20),
+                                    "broker_rss_mb": round(rss_bytes(broker_pid) / 2**20),
+                                    "sent": fed.result.count,
+                                    "consumed": (_status(worker).get("counts") or {}).get("consumed"),
+                                    # who had the two cores: the feed runs in this process
+                                    "cpu_s": {k: round(v, 1) for k, v in (
+                                        ("worker", cpu_seconds(worker.proc.pid)),
+                                        ("store", cpu_seconds(server.proc.pid)),
+                                        ("broker", cpu_seconds(broker_pid)), ("feed", self_cpu_seconds()))}})
+                if available_bytes() < min_available_bytes:
+                    stopped_early = (f"after {elapsed:.0f} s: {available_bytes() / 2**30:.1f} GiB of memory left, "
+                                     f"the broker holding {rss_bytes(broker_pid) / 2**30:.1f} GiB (every record)")
+                    break
                 time.sleep(sample_s)
+            ran_s = time.monotonic() - began
             sent = fed.result.count
-        status = _status(worker)
+        status = _patient_status(worker)
     finally:
         worker.stop(timeout_s=STOP_S)
         server.stop()
@@ -384,8 +408,10 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
     t_min = [t / 60 for t, _, _ in kept]
     median = sorted(worker_mb)[len(worker_mb) // 2] if worker_mb else None
     parts = (status.get("partitions") or {}).values()
-    return {"seconds": round(seconds, 1), "rate": round(rate), "events_sent": sent,
-            "events_consumed": (status.get("counts") or {}).get("consumed"),
+    consumed = (status.get("counts") or {}).get("consumed")
+    return {"seconds": round(ran_s, 1), "seconds_planned": round(seconds, 1), "stopped_early": stopped_early,
+            "rate": round(rate), "events_sent": sent, "events_consumed": consumed,
+            "events_behind_at_end": sent - consumed if consumed is not None else None,
             "buffered_rows": status.get("buffered_rows"), "order_ids": sum(p.get("order_ids", 0) for p in parts),
             "open_windows": sum(p.get("open_windows", 0) for p in parts),
             "samples": len(samples), "warmup_samples_left_out": len(samples) - len(kept),
@@ -393,20 +419,29 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
                               "median": round(median, 1) if median else None,
                               "last": round(samples[-1][1] / 2**20, 1) if samples else None},
             "worker_slope_mb_per_min": _slope(t_min, worker_mb),
-            "worker_rss_mb_each_minute": _each_minute(samples, seconds),
+            "each_minute": minutes,
             "sink_server_rss_mb_last": round(samples[-1][2] / 2**20, 1) if samples else None,
             "sink_server_slope_mb_per_min": _slope(t_min, server_mb)}
 
 
-def _each_minute(samples: list[tuple[float, int, int]], seconds: float) -> list[int]:
-    """The worker's RSS (MB) at the start and after each whole minute: the shape the slope sums up (a
-    leak climbs steadily, a heap filling to its high-water mark levels off)."""
-    out = []
-    for m in range(int(seconds // 60) + 1):
-        at = next((r for t, r, _ in samples if t >= m * 60), None)
-        if at is not None:
-            out.append(round(at / 2**20))
-    return out
+def available_bytes() -> int:
+    """MemAvailable: what the machine can still give without swapping or reclaiming what is in use."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _patient_status(w: WorkerProcess, tries: int = 10) -> dict[str, Any]:
+    """The worker's /status after a soak, asked until it answers: on a loaded machine one request of
+    2 s can go unanswered, and a soak without its end state cannot say whether the worker kept up."""
+    for _ in range(tries):
+        st = _status(w)
+        if st:
+            return st
+        time.sleep(1)
+    return {}
 
 
 def _slope(xs: list[float], ys: list[float]) -> float | None:

@@ -101,7 +101,11 @@ def test_bench_soak_scaleout_boards(tmp_path: Path) -> None:
     check_goals_and_keys(out, latest, {"leaderboard_p99_ms"})
     assert set(latest["leaderboard_p99_ms"]) == {"5m", "1h", "today"}
     assert latest["python_limit_eps"] == "not measured: the consumers section did not run"
-    assert latest["soak"]["samples"] >= 3 and latest["soak"]["events_sent"] > 0
+    soak = latest["soak"]
+    assert soak["samples"] >= 3 and soak["events_sent"] > 0 and soak["stopped_early"] is None
+    assert soak["events_consumed"] is not None
+    assert soak["events_behind_at_end"] == soak["events_sent"] - soak["events_consumed"]
+    assert soak["each_minute"][0]["broker_rss_mb"] > 0  # the in-memory broker's growth, shown beside the worker's
     assert [s["workers"] for s in latest["scaleout"]] == [1, 2] and all(s["oracle_match"] for s in latest["scaleout"])
     assert all(w["requests"] > 0 for w in latest["boards"]["boards"].values())
     rows = measured_rows(latest)
