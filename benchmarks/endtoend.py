@@ -32,7 +32,7 @@ from streamproc.verify.stack import ClickHouseServerProcess, Stack, WorkerProces
 
 from .corpus import Filled, fill, live
 from .feed import Feed, feed
-from .procstat import cpu_seconds, peak_rss_bytes, rss_bytes, self_cpu_seconds
+from .procstat import available_bytes, cpu_seconds, peak_rss_bytes, rss_bytes, self_cpu_seconds
 
 POLL_S = 0.05  # /status poll interval: the error of every start and end time below
 STOP_S = 5  # a worker stopped after its run has flushed everything: no need to wait long for it
@@ -373,7 +373,7 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
     settings = settings.replace(clickhouse_url=server.url)
     worker = WorkerProcess(settings, work / "soak" / "worker.log").start()
     samples: list[tuple[float, int, int]] = []
-    minutes: list[dict[str, Any]] = []  # at the start and after each whole minute
+    minutes: list[dict[str, Any]] = []  # at the start and after each minute: a leak climbs from the first
     stopped_early: str | None = None
     try:
         wait_assigned([worker])
@@ -422,15 +422,6 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
             "each_minute": minutes,
             "sink_server_rss_mb_last": round(samples[-1][2] / 2**20, 1) if samples else None,
             "sink_server_slope_mb_per_min": _slope(t_min, server_mb)}
-
-
-def available_bytes() -> int:
-    """MemAvailable: what the machine can still give without swapping or reclaiming what is in use."""
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _patient_status(w: WorkerProcess, tries: int = 10) -> dict[str, Any]:

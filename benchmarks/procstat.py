@@ -45,3 +45,12 @@ def self_cpu_seconds() -> float:
 def self_peak_rss_bytes() -> int:
     """VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's at fork, VmHWM from its exec."""
     return peak_rss_bytes(os.getpid())
+
+
+def available_bytes() -> int:
+    """The machine's MemAvailable: what it can still give without reclaiming memory in use."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
