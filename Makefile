@@ -48,7 +48,7 @@ constraints: install
 	(echo "# Every installed package, pinned: written by make constraints, used by make install."; \
 	 $(PY) -m pip freeze --exclude-editable) > constraints.txt
 
-# Every goal measured in one run (~50 min on 2 cores, most of it the soak, the peers and the boards'
+# Every goal measured in one run (~35 min on 2 cores, most of it the soak, the peers and the boards'
 # day of history): prints a table and the GOALS, writes benchmarks/results/<date>.json and latest.json.
 # The peers measured for comparison (Quix Streams, Pathway, Bytewax) each go in a virtualenv of their own
 # (the project depends on none of them); one that does not install is reported as not measured.
