@@ -82,6 +82,11 @@ class Prometheus:
         assert len(res) <= 1, res
         return next(iter(res.values()), None)
 
+    def scraped_after(self, wall_s: float) -> bool:
+        """Whether Prometheus holds a scrape of the worker taken after ``wall_s`` (time.time())."""
+        at = self.value('timestamp(up{job="streamproc"})')
+        return at is not None and at > wall_s
+
     def alert_state(self, name: str) -> str:
         doc = self._get("/api/v1/rules?type=alert")
         rules = [r for g in doc["data"]["groups"] for r in g["rules"] if r["name"] == name]
@@ -139,8 +144,12 @@ def test_prometheus_reads_exact_counters_and_the_sink_alert_fires_and_resolves(s
                 worker.wait_assigned(event_partitions())
                 sent_a = asyncio.run(publish(read_log(log_a), stack.settings))
                 wait_flushed([worker], sent_a.last_offsets)
+                flushed_at = time.time()
 
                 # -- what Prometheus read equals what was produced, and what the oracle says --------------
+                # events are counted as consumed before the flush that counts their orders: a scrape showing
+                # every event consumed can predate that flush, so the figures are read from a later one
+                wait_for(lambda: prom.scraped_after(flushed_at), 30, "a scrape after the last flush")
                 wait_for(lambda: prom.value('sum(streamproc_events_consumed_total{job="streamproc"})') == n_a, 30,
                          "consumed count in Prometheus")
                 consumed = prom.query("sum by (topic) (streamproc_events_consumed_total)")
