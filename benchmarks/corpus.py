@@ -143,7 +143,7 @@ def spread(records: list[LogRecord], n_streamers: int) -> list[LogRecord]:
             obj = orjson.loads(value)
             if type(obj) is dict and rec.key is not None and obj.get("streamer_id") == rec.key.decode():
                 obj["streamer_id"] = new
-                value = bytes(memoryview(orjson.dumps(obj)))  # a copy sized to its length: see below
+                value = bytes(memoryview(orjson.dumps(obj)))  # a copy sized to its length (docstring)
         except (orjson.JSONDecodeError, UnicodeDecodeError):
             pass
         out.append(LogRecord(rec.topic, new.encode(), rec.ts, value))
