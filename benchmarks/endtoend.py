@@ -391,8 +391,8 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
                                         ("worker", cpu_seconds(worker.proc.pid)),
                                         ("store", cpu_seconds(server.proc.pid)),
                                         ("broker", cpu_seconds(broker_pid)), ("feed", self_cpu_seconds()))}})
-                if available_bytes() < min_available_bytes:
-                    stopped_early = (f"after {elapsed:.0f} s: {available_bytes() / 2**30:.1f} GiB of memory left, "
+                if (left := available_bytes()) < min_available_bytes:
+                    stopped_early = (f"after {elapsed:.0f} s: {left / 2**30:.1f} GiB of memory left, "
                                      f"the broker holding {rss_bytes(broker_pid) / 2**30:.1f} GiB (every record)")
                     break
                 time.sleep(sample_s)
