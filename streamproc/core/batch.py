@@ -212,7 +212,8 @@ def apply_batch(st: PartitionState, topic: str, partition: int, records: Sequenc
     windows_get, viewer_sets, orders_seen = st.windows.get, st.viewer_sets, st.orders_seen
     watermark, concurrent = st.watermark, st.concurrent
     dirty, gen = st.dirty.append, st.generation
-    add_viewer, add_order = st.pending_viewers.append, st.pending_orders.append
+    add_order = st.pending_orders.append
+    new_viewers = 0  # ids added to viewer_sets; st.new_viewers moves by them when the batch ends
     key_ids_get = _KEY_IDS.get
     open_window = st._open
     now = time.monotonic_ns()
@@ -309,7 +310,7 @@ def apply_batch(st: PartitionState, topic: str, partition: int, records: Sequenc
                                 viewer = e.viewer_id
                                 if viewer not in seen:
                                     seen[viewer] = None
-                                    add_viewer((start, sid, viewer))
+                                    new_viewers += 1
                             elif c > 0:
                                 c -= 1
                             if c > peak:
@@ -399,7 +400,7 @@ def apply_batch(st: PartitionState, topic: str, partition: int, records: Sequenc
                         viewer = event.viewer_id
                         if viewer not in seen:
                             seen[viewer] = None
-                            add_viewer((start, sid, viewer))
+                            new_viewers += 1
                     else:
                         if c > 0:  # a leave whose enter was never counted takes nobody away
                             c -= 1
@@ -445,6 +446,7 @@ def apply_batch(st: PartitionState, topic: str, partition: int, records: Sequenc
             concurrent[sid] = c
         st.offset, st.unit = done_offset, (unit_offset, unit_index)
         st.max_ts, st.late_corrections = max_ts, corrections
+        st.new_viewers += new_viewers
         tally[0] += accepted
         tally[1] += rejected
         tally[2] += late

@@ -39,7 +39,8 @@ TALLY_COLUMNS = (
     "events", "enters", "leaves", "concurrent_peak", "concurrent_close", "likes",
     "orders_paid", "orders_refunded", "items", "gmv_fen", "refund_fen",
 )
-VIEWER_COLUMNS = ("window_start", "streamer_id", "viewer_id")
+# A window's viewers new since the last flush travel as one row with an array (viewer_sets_in, migration 004)
+VIEWER_COLUMNS = ("window_start", "streamer_id", "viewer_ids")
 ORDER_COLUMNS = (
     "src_topic", "src_partition", "src_offset", "src_index", "order_id", "status", "ts", "window_start", "streamer_id",
     "session_id", "viewer_id", "product_id", "category", "quantity", "amount_fen",
@@ -70,9 +71,15 @@ class Snapshot:
     partition: int
     offset: int
     tallies: list[tuple]
-    viewers: list[tuple]
+    viewers: list[tuple]  # (window start, streamer, [viewer ids]): one row per window
     orders: list[tuple]
     keys: set[WindowKey] = field(default_factory=set)
+    viewer_ids: int = 0  # how many ids ``viewers`` holds
+
+    @property
+    def rows(self) -> int:
+        """What the snapshot holds for the sink, counted as the bound on buffered rows counts."""
+        return len(self.tallies) + self.viewer_ids + len(self.orders)
 
 
 class PartitionState:
@@ -108,9 +115,10 @@ class PartitionState:
         # which the garbage collector does not track): a window's viewer goes to the store once per flush,
         # not once per enter. The store's audience is a set (uniqExact), so a viewer sent again by a later
         # flush changes nothing there; holding every viewer of every open window instead cost half the
-        # state's memory to save 0.5 % of the rows (docs/SCALING.md, "Memory")
+        # state's memory to save 0.5 % of the rows (docs/SCALING.md, "Memory"). A snapshot hands each set
+        # over as one row with an array: no tuple per viewer, here or in the flush's encoding
         self.viewer_sets: dict[WindowKey, dict[str, None]] = {}
-        self.pending_viewers: list[tuple] = []
+        self.new_viewers = 0  # how many ids viewer_sets holds (the rows the bound on buffered rows counts)
         self.pending_orders: list[tuple] = []
         self.max_ts = 0  # highest event time in the partition
         self.late_corrections = 0  # orders accepted later than the lateness (they correct a past window)
@@ -154,7 +162,7 @@ class PartitionState:
                     seen = self.viewer_sets[key] = {}
                 if event.viewer_id not in seen:
                     seen[event.viewer_id] = None
-                    self.pending_viewers.append((key[0], streamer, event.viewer_id))
+                    self.new_viewers += 1
             else:
                 if c > 0:  # a leave whose enter was never counted takes nobody away
                     c -= 1
@@ -251,9 +259,10 @@ class PartitionState:
              acc[PEAK], acc[CLOSE], acc[LIKES], acc[PAID], acc[REFUNDED], acc[ITEMS], acc[GMV], acc[REFUND])
             for k, acc in self.windows.items() if acc[DIRTY] == gen
         ]
-        snap = Snapshot(topic, part, version, rows, self.pending_viewers, self.pending_orders, set(self.dirty))
-        self.dirty, self.pending_viewers, self.pending_orders = [], [], []
-        self.viewer_sets = {}
+        viewers = [(k[0], k[1], list(seen)) for k, seen in self.viewer_sets.items()]
+        snap = Snapshot(topic, part, version, rows, viewers, self.pending_orders, set(self.dirty), self.new_viewers)
+        self.dirty, self.pending_orders = [], []
+        self.viewer_sets, self.new_viewers = {}, 0
         self.generation = gen + 1  # every window is clean at once
         return snap
 
@@ -264,7 +273,14 @@ class PartitionState:
             if acc is not None and acc[DIRTY] != self.generation:
                 acc[DIRTY] = self.generation
                 self.dirty.append(key)
-        self.pending_viewers = snap.viewers + self.pending_viewers
+        sets = self.viewer_sets
+        for start, streamer, ids in snap.viewers:
+            seen = sets.get((start, streamer))
+            if seen is None:
+                seen = sets[(start, streamer)] = {}
+            held = len(seen)
+            seen.update(dict.fromkeys(ids))
+            self.new_viewers += len(seen) - held
         self.pending_orders = snap.orders + self.pending_orders
 
     def flush_done(self, snap: Snapshot | None, now: float | None = None) -> int:
@@ -322,7 +338,7 @@ class PartitionState:
 
     @property
     def buffered_rows(self) -> int:
-        return len(self.dirty) + len(self.pending_viewers) + len(self.pending_orders)
+        return len(self.dirty) + self.new_viewers + len(self.pending_orders)
 
     # -- restore ---------------------------------------------------------------------------------
 

@@ -373,7 +373,7 @@ class Worker:
             if not snaps:
                 self.processor.flush_done([])  # quiet partitions still close their idle windows
                 return True
-            self.in_flight_rows = sum(len(s.tallies) + len(s.viewers) + len(s.orders) for s in snaps)
+            self.in_flight_rows = sum(s.rows for s in snaps)
             started = time.perf_counter()
             try:
                 if not await self._send_dead_letters():  # acknowledged before the checkpoint passes them

@@ -183,7 +183,7 @@ class Sink(ABC):
         row of version V exists, all of them do; restore can then trust max(checkpoint, max version).
         """
         settings = FLUSH_INSERT_SETTINGS
-        self.insert("viewers_in", VIEWER_COLUMNS, [r for s in snaps for r in s.viewers], settings)
+        self.insert("viewer_sets_in", VIEWER_COLUMNS, [r for s in snaps for r in s.viewers], settings)
         self.insert("orders", ORDER_COLUMNS, [r for s in snaps for r in s.orders], settings)
         self.insert("tallies_10s", TALLY_COLUMNS, [r for s in snaps for r in s.tallies], settings)
         self.insert("checkpoints", ("src_topic", "src_partition", "last_offset"),

@@ -45,6 +45,7 @@ SHARDING: dict[str, str | None] = {
     "orders": BY_SOURCE_PARTITION,
     "checkpoints": BY_SOURCE_PARTITION,
     "viewers_in": BY_STREAMER,
+    "viewer_sets_in": BY_STREAMER,
     "unique_viewers_10s": BY_STREAMER,
     "unique_viewers_1m": BY_STREAMER,
     "unique_viewers_1h": BY_STREAMER,

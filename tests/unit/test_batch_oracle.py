@@ -219,7 +219,7 @@ def view_of(proc: Processor) -> dict[str, Any]:
             "window_order": list(s.windows), "dirty": s.dirty,
             "watermark": s.watermark, "concurrent": s.concurrent, "stored_upto": s.stored_upto,
             "orders_seen": s.orders_seen, "order_order": list(s.orders_seen), "viewer_sets": s.viewer_sets,
-            "pending_viewers": s.pending_viewers, "pending_orders": s.pending_orders, "max_ts": s.max_ts,
+            "new_viewers": s.new_viewers, "pending_orders": s.pending_orders, "max_ts": s.max_ts,
             "late_corrections": s.late_corrections, "half_applied": s.half_applied,
             "closed": {k: acc[:TOUCHED] + acc[TOUCHED + 1:] for k, acc in s.closed.items()}, "reopens": s.reopens,
         }
@@ -231,7 +231,7 @@ def dead_of(proc: Processor) -> list[tuple[bytes, dict]]:
 
 
 def snapshots_of(snaps: list[Snapshot]) -> list[tuple]:
-    return [(s.topic, s.partition, s.offset, sorted(s.tallies), s.viewers, s.orders, s.keys) for s in snaps]
+    return [(s.topic, s.partition, s.offset, sorted(s.tallies), s.viewers, s.viewer_ids, s.orders, s.keys) for s in snaps]
 
 
 def step(proc: Processor, sink: FakeSink, topic: str, action: str, batch: list[Rec], now: float) -> Any:

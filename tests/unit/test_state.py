@@ -103,7 +103,8 @@ def test_concurrent_viewers_run_in_log_order() -> None:
     w0, w1 = st.windows[(T0, "s1")], st.windows[(T0 + 10_000, "s1")]
     assert (w0[ENTERS], w0[LEAVES], w0[PEAK], w0[CLOSE]) == (3, 1, 3, 2)
     assert (w1[ENTERS], w1[LEAVES], w1[PEAK], w1[CLOSE]) == (1, 2, 3, 1)
-    assert sorted(v for _, _, v in st.pending_viewers) == ["a", "b", "c", "d"]
+    assert st.viewer_sets == {(T0, "s1"): dict.fromkeys("abc"), (T0 + 10_000, "s1"): {"d": None}}
+    assert st.new_viewers == 4
 
 
 def test_a_viewer_goes_to_the_store_once_per_flush_and_the_state_keeps_no_viewer_past_a_snapshot() -> None:
@@ -111,12 +112,12 @@ def test_a_viewer_goes_to_the_store_once_per_flush_and_the_state_keeps_no_viewer
     for off, viewer in enumerate(["a", "a", "b", "a"]):  # repeated enters: one row each per flush
         st.apply(off, view(T0 + off, "s1", viewer, True))
     first = st.snapshot()
-    assert sorted(first.viewers) == [(T0, "s1", "a"), (T0, "s1", "b")]
-    assert st.viewer_sets == {} and st.pending_viewers == []  # the store holds them now, a set (uniqExact)
+    assert first.viewers == [(T0, "s1", ["a", "b"])] and first.viewer_ids == 2  # one row per window
+    assert st.viewer_sets == {} and st.new_viewers == 0  # the store holds them now, a set (uniqExact)
     st.flush_done(first)
     for off, viewer in enumerate(["a", "c", "c"], start=4):
         st.apply(off, view(T0 + off, "s1", viewer, True))
-    assert sorted(st.snapshot().viewers) == [(T0, "s1", "a"), (T0, "s1", "c")]  # "a" again: harmless to a set
+    assert st.snapshot().viewers == [(T0, "s1", ["a", "c"])]  # "a" again: harmless to a set
     assert st.windows[(T0, "s1")][ENTERS] == 7  # the tallies count every enter
 
 
@@ -130,6 +131,19 @@ def test_failed_flush_keeps_everything_for_the_next_one() -> None:
     assert again.offset == 1
     assert [r[4] for r in again.orders] == ["o1", "o2"]
     assert len(again.tallies) == 1 and again.tallies[0][4] == 1  # version = last applied offset
+
+
+def test_a_failed_flush_gives_its_viewers_back_merged_with_the_new_ones() -> None:
+    st = PartitionState("live.views", 0, Rules())
+    for off, viewer in enumerate(["a", "b"]):
+        st.apply(off, view(T0 + off, "s1", viewer, True))
+    snap = st.snapshot()
+    for off, viewer in enumerate(["b", "c"], start=2):  # "b" again after the snapshot, "c" new
+        st.apply(off, view(T0 + off, "s1", viewer, True))
+    st.flush_failed(snap)
+    assert st.new_viewers == st.buffered_rows - len(st.dirty) == 3  # a, b, c once each
+    again = st.snapshot()
+    assert sorted(again.viewers[0][2]) == ["a", "b", "c"] and again.viewer_ids == 3 and again.rows == 4
 
 
 @pytest.fixture
@@ -163,6 +177,29 @@ def test_snapshot_restore_round_trip_through_chdb(sink: ChdbSink) -> None:
     fresh.apply(13, paid(T0 + 5, "o1", 3990))
     assert fresh.windows[(T0 + 10_000, "s1")][GMV] == 1500
     assert fresh.windows[(T0, "s1")][GMV] == 3990
+
+
+def test_viewer_sets_and_the_previous_rows_per_viewer_make_one_exact_audience(sink: ChdbSink) -> None:
+    """Flushes send a window's new viewers as one array row; a writer of the previous version sends a
+    row per viewer to viewers_in during an upgrade. Every level counts each viewer once, from both."""
+    st = PartitionState("live.views", 0, Rules())
+    for off, (dt, viewer) in enumerate([(0, "a"), (1, "b"), (2, "a"), (10_000, "c")]):
+        st.apply(off, view(T0 + dt, "s1", viewer, True))
+    first = st.snapshot()
+    sink.write([first])
+    st.flush_done(first)
+    assert st.apply(4, view(T0 + 3, "s1", "d", True)) and st.apply(5, view(T0 + 3_600_000, "s1", "a", True))
+    sink.write([st.snapshot()])  # a second row for the window T0: "d" joins a, b
+    sink.insert("viewers_in", ("window_start", "streamer_id", "viewer_id"), [(T0, "s1", "b"), (T0, "s1", "e")])
+
+    def audience(table: str, key: str) -> dict[int, int]:
+        return {int(k): int(n) for k, n in sink.rows(
+            f"SELECT toUnixTimestamp({key}), uniqExactMerge(viewers) FROM {table} GROUP BY {key}")}
+
+    t = T0 // 1000  # 20 s into its minute, 800 s into its hour: T0 and T0 + 10 s share both
+    assert audience("audience_10s", "window_start") == {t: 4, t + 10: 1, t + 3600: 1}  # a b d e; c; a
+    assert audience("audience_1m", "bucket") == {t - 20: 5, t - 20 + 3600: 1}
+    assert audience("audience_1h", "bucket") == {t - 800: 5, t - 800 + 3600: 1}
 
 
 def test_restore_trusts_rows_written_after_the_last_checkpoint(sink: ChdbSink) -> None:
