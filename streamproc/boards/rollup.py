@@ -8,7 +8,10 @@ they touch from ``tallies_1m FINAL`` into ``tallies_1h``. Recomputing from the s
 overlapping runs, several workers running it, or a crash half-way never double count.
 
 Hours are rolled as a whole once the newest window has moved past them, and again whenever a write
-touches a minute of an hour already rolled. ``rollup_state`` records the pass's ``cursor`` (every mark
+touches a minute of an hour already rolled. Audiences are rolled differently: their states are sets, so
+each pass unions the 10 s states *written* since its cursor (``written_at``, migration 005) into the
+minute and the hour, and a state rolled twice changes nothing. Every audience write of a flush precedes
+the window rows that mark its minute, so a minute whose marks are all rolled has its audience rolled too. ``rollup_state`` records the pass's ``cursor`` (every mark
 written up to it, less the sink's ``visibility_lag_ms``, has been rolled) and ``hours_upto`` (hours before it were rolled
 as a whole at least once). Neither is a claim that a minute is *complete*: event time cannot prove that
 (a streamer seen for the first time may arrive with an old timestamp). The query layer therefore reads
@@ -99,6 +102,24 @@ GROUP BY b, streamer_id
 """
 
 
+# Audiences: the 10 s states written since the pass's lower bound, unioned into one level, an hour of
+# windows per statement (a backfill of a day holds one hour's groups at a time, not the day's). No upper
+# bound on the write time: a state written while the pass runs may be rolled now and again by the next
+# pass, harmless to a set, and one written after the pass read its hours was written after its cursor,
+# so the next pass, which starts there, takes it.
+_AUDIENCE_SQL = """
+INSERT INTO audience_{level} (bucket, streamer_id, viewers, buyers, seen_at)
+SELECT {start}(window_start) AS b, streamer_id, uniqExactMergeState(viewers), uniqExactMergeState(buyers), now()
+FROM audience_10s
+WHERE written_at > fromUnixTimestamp64Milli({{since:Int64}}, 'UTC')
+  AND window_start >= fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')
+  AND window_start < fromUnixTimestamp64Milli({{hi:Int64}}, 'UTC')
+GROUP BY b, streamer_id
+"""
+_AUDIENCE_LEVELS = (_AUDIENCE_SQL.format(level="1m", start="toStartOfMinute"),
+                    _AUDIENCE_SQL.format(level="1h", start="toStartOfHour"))
+
+
 @dataclass(frozen=True)
 class RollupState:
     """How far the rollups went; all epoch milliseconds (0: never ran)."""
@@ -155,6 +176,7 @@ def _pass(sink: Sink, window_ms: int) -> RunResult:
     _guard_ttl(sink, lag_s)
     if n:
         sink.command(_MINUTES_SQL, {**marks, "lo": int(lo), "hi": int(hi) + 60_000})
+    _roll_audiences(sink, since)  # not only when marked: a flush's audience lands before its marks
     hours_upto = newest_end - newest_end % 3_600_000
     if hours_upto > old.hours_upto or n:
         lowest = min(old.hours_upto, int(lo) if n else old.hours_upto)
@@ -171,6 +193,18 @@ def _pass(sink: Sink, window_ms: int) -> RunResult:
     seconds = time.perf_counter() - started
     RUN_SECONDS.observe(seconds)
     return RunResult(n, seconds, state, lag_s)
+
+
+def _roll_audiences(sink: Sink, since: int) -> None:
+    """Union the 10 s audience states written after ``since`` into the minute and hour levels, hour by
+    hour of the hours that have any (an old timestamp of a new streamer makes a far hour, not a long
+    stretch of empty ones)."""
+    hours = sink.rows(
+        "SELECT DISTINCT toInt64(toUnixTimestamp(toStartOfHour(window_start))) * 1000 FROM audience_10s "
+        "WHERE written_at > fromUnixTimestamp64Milli({since:Int64}, 'UTC')", {"since": since})
+    for (hour,) in sorted(hours):
+        for sql in _AUDIENCE_LEVELS:
+            sink.command(sql, {"since": since, "lo": int(hour), "hi": int(hour) + 3_600_000})
 
 
 def _guard_ttl(sink: Sink, lag_s: float) -> None:

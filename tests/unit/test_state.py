@@ -8,6 +8,7 @@ import pytest
 from support import helpers
 from support.helpers import typed
 
+from streamproc.boards import rollup
 from streamproc.core.state import (
     CLOSE,
     ENTERS,
@@ -27,6 +28,7 @@ from streamproc.core.state import (
 )
 from streamproc.core.windows import is_late, window_closed, window_start
 from streamproc.ingest.events import Like, Order, View
+from streamproc.store.base import DDL_DIR
 from streamproc.store.chdb import ChdbSink
 
 T0 = 1_763_900_000_000  # a window boundary (divisible by 10 s)
@@ -181,7 +183,8 @@ def test_snapshot_restore_round_trip_through_chdb(sink: ChdbSink) -> None:
 
 def test_viewer_sets_and_the_previous_rows_per_viewer_make_one_exact_audience(sink: ChdbSink) -> None:
     """Flushes send a window's new viewers as one array row; a writer of the previous version sends a
-    row per viewer to viewers_in during an upgrade. Every level counts each viewer once, from both."""
+    row per viewer to viewers_in during an upgrade. Every level counts each viewer once, from both: the
+    10 s level as written, the minute and the hour after rollup passes, however many."""
     st = PartitionState("live.views", 0, Rules())
     for off, (dt, viewer) in enumerate([(0, "a"), (1, "b"), (2, "a"), (10_000, "c")]):
         st.apply(off, view(T0 + dt, "s1", viewer, True))
@@ -198,8 +201,43 @@ def test_viewer_sets_and_the_previous_rows_per_viewer_make_one_exact_audience(si
 
     t = T0 // 1000  # 20 s into its minute, 800 s into its hour: T0 and T0 + 10 s share both
     assert audience("audience_10s", "window_start") == {t: 4, t + 10: 1, t + 3600: 1}  # a b d e; c; a
+    assert audience("audience_1m", "bucket") == {} == audience("audience_1h", "bucket")  # not rolled yet
+    rollup.run_once(sink)
     assert audience("audience_1m", "bucket") == {t - 20: 5, t - 20 + 3600: 1}
     assert audience("audience_1h", "bucket") == {t - 800: 5, t - 800 + 3600: 1}
+    st.apply(6, view(T0 + 3_600_001, "s1", "f", True))  # after the pass: the next one adds "f" and only it
+    sink.write([st.snapshot()])
+    rollup.run_once(sink)
+    rollup.run_once(sink)
+    assert audience("audience_1m", "bucket") == {t - 20: 5, t - 20 + 3600: 2}
+    assert audience("audience_1h", "bucket") == {t - 800: 5, t - 800 + 3600: 2}
+
+
+def test_a_store_upgraded_to_rolled_audiences_keeps_every_level_exact(tmp_path: Path) -> None:
+    """Audiences written while views fed every level (migrations up to 004), then the migration that hands
+    the minute and hour to the rollup pass, then more writes: each level counts each viewer once."""
+    before = tmp_path / "ddl"
+    before.mkdir()
+    for ddl in sorted(DDL_DIR.glob("*.sql"))[:4]:
+        (before / ddl.name).write_text(ddl.read_text())
+    assert (before / "004_viewer_sets.sql").exists()
+    store = ChdbSink(tmp_path / "ch", "u")
+    try:
+        store.apply_schema(before)
+        st = PartitionState("live.views", 0, Rules())
+        for off, viewer in enumerate(["a", "b"]):
+            st.apply(off, view(T0 + off, "s1", viewer, True))
+        store.write([st.snapshot()])  # the views put a, b into every level
+        assert store.apply_schema() == ["005_audience_rollup.sql"]
+        for off, viewer in enumerate(["b", "c"], start=2):
+            st.apply(off, view(T0 + 10_000 + off, "s1", viewer, True))
+        store.write([st.snapshot()])
+        rollup.run_once(store)
+        assert store.rows("SELECT count() FROM audience_10s WHERE written_at = 0")[0][0] == 1  # a, b: old
+        for table in ("audience_1m", "audience_1h"):
+            assert store.rows(f"SELECT uniqExactMerge(viewers) FROM {table}")[0][0] == 3, table  # a b c
+    finally:
+        store.close()
 
 
 def test_restore_trusts_rows_written_after_the_last_checkpoint(sink: ChdbSink) -> None:
