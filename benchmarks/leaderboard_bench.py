@@ -2,8 +2,8 @@
 
 Fills the tables directly (no broker, no worker): ``--streamers`` rooms × ``--hours`` of 10 s windows,
 one row per window, streamer and source topic (views, likes, orders, as the worker writes them), plus
-``--viewers`` distinct viewers per window and streamer through ``viewers_in`` (so the unique-viewer
-materialized views at every level run as in production). Then runs the rollup job once over everything
+``--viewers`` distinct viewers per window and streamer through ``viewers_in`` (so the 10 s audience
+view runs as in production; the rollup unions the minutes and hours). Then runs the rollup job once over everything
 (the backfill a fresh rollup does), then one live-sized rollup run, then each leaderboard query
 ``--repeat`` times, and prints p50 / p99 per query, as a table and as one JSON line.
 

@@ -8,17 +8,20 @@ they touch from ``tallies_1m FINAL`` into ``tallies_1h``. Recomputing from the s
 overlapping runs, several workers running it, or a crash half-way never double count.
 
 Hours are rolled as a whole once the newest window has moved past them, and again whenever a write
-touches a minute of an hour already rolled. Audiences are rolled differently: their states are sets, so
-each pass unions the 10 s states *written* since its cursor (``written_at``, migration 005) into the
-minute and the hour, and a state rolled twice changes nothing. Every audience write of a flush precedes
-the window rows that mark its minute, so a minute whose marks are all rolled has its audience rolled too. ``rollup_state`` records the pass's ``cursor`` (every mark
-written up to it, less the sink's ``visibility_lag_ms``, has been rolled) and ``hours_upto`` (hours before it were rolled
-as a whole at least once). Neither is a claim that a minute is *complete*: event time cannot prove that
-(a streamer seen for the first time may arrive with an old timestamp). The query layer therefore reads
-every minute with a mark newer than the cursor from the 10 s level (docs/ARCHITECTURE.md, "Rollup
-completeness"). The marks are read with an overlap (``Sink.visibility_lag_ms``: how long a server may
-take to make a started insert visible; none for the embedded store, whose statements run one at a
-time) so that a flush still being written when a pass reads the marks is picked up by the next pass.
+touches a minute of an hour already rolled. ``rollup_state`` records the pass's ``cursor`` (every mark
+written up to it, less the sink's ``visibility_lag_ms``, has been rolled) and ``hours_upto`` (hours
+before it were rolled as a whole at least once). Neither is a claim that a minute is *complete*: event
+time cannot prove that (a streamer seen for the first time may arrive with an old timestamp). The query
+layer therefore reads every minute with a mark newer than the cursor from the 10 s level
+(docs/ARCHITECTURE.md, "Rollup completeness"). The marks are read with an overlap
+(``Sink.visibility_lag_ms``: how long a server may take to make a started insert visible; none for the
+embedded store, whose statements run one at a time) so that a flush still being written when a pass
+reads the marks is picked up by the next pass.
+
+Audiences are rolled differently: their states are sets, so each pass unions the 10 s states *written*
+since its cursor (``written_at``, migration 005) into the minute and the hour, and a state rolled twice
+changes nothing. Every audience write of a flush precedes the window rows that mark its minute, so a
+minute whose marks are all rolled has its audience rolled too, and readers take both from one tiling.
 
 Passes never overlap within a process (one lock: a slow pass delays the next, it does not race it).
 10 s rows live ``TTL_10S_HOURS``; should rolling fall behind toward that, the pass stops TTL merges

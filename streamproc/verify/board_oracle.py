@@ -67,9 +67,9 @@ checks 93,875 cells with 245 statements in 7.8 s; the 3-hour build_log store of 
 streamers, 25 k events) 178,023 cells with 242 statements in 4.2 s.
 
 Rollup rows (tallies and audiences) that the store itself says are pending (a ``rollup_marks`` write
-after the last pass's cursor, for the minute or any minute of the hour) are not compared (``BoardCheck.skipped``): they are
-recomputed by the next pass, and the query layer reads around them. The check assumes a quiescent
-store: no flush ran during the last rollup pass.
+after the last pass's cursor, for the minute or any minute of the hour) are not compared
+(``BoardCheck.skipped``): they are recomputed by the next pass, and the query layer reads around them.
+The check assumes a quiescent store: no flush ran during the last rollup pass.
 """
 
 from __future__ import annotations

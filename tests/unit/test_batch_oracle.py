@@ -231,7 +231,8 @@ def dead_of(proc: Processor) -> list[tuple[bytes, dict]]:
 
 
 def snapshots_of(snaps: list[Snapshot]) -> list[tuple]:
-    return [(s.topic, s.partition, s.offset, sorted(s.tallies), s.viewers, s.viewer_ids, s.orders, s.keys) for s in snaps]
+    return [(s.topic, s.partition, s.offset, sorted(s.tallies), s.viewers, s.viewer_ids, s.orders, s.keys)
+            for s in snaps]
 
 
 def step(proc: Processor, sink: FakeSink, topic: str, action: str, batch: list[Rec], now: float) -> Any:
