@@ -69,6 +69,8 @@ class Worker:
             log.info("loaded %d streamers from %s", n, settings.streamers_file)
         self.processor = Processor(settings, self.sink, defer_reopen=True)  # the event loop never waits on the store
         self.flush_lock = asyncio.Lock()
+        self.flush_wanted = asyncio.Event()  # set by an agent: a flush now, before the interval is up
+        self.catching_up = False  # reading a backlog: flush once all the broker holds is read
         self.dead_outbox: list[OutgoingDeadLetter] = []  # in order; leaves only once the broker has it
         self.dead_lock = asyncio.Lock()  # one hand-over or reap at a time; nobody holds it while waiting
         self.retry_at = 0.0
@@ -142,11 +144,14 @@ class Worker:
         self.channels[self.settings.topic(name)] = channel
         handle = self.processor.handle_batch
         limit = self.settings.max_buffered_rows
+        full_poll = self.settings.max_poll_records or None  # a batch this large: a backlog behind it
         batch_records = metrics.BATCH_RECORDS.labels(name)
 
         async def consume(stream: faust.StreamT) -> None:
             async for batch in stream:
                 batch_records.observe(len(batch.records))
+                if full_poll is not None and len(batch.records) >= full_poll:
+                    self.catching_up = True
                 if self._stale(batch):
                     continue
                 try:
@@ -157,9 +162,20 @@ class Worker:
                     await self._pass_dead_letters()
                 if self.buffered_rows >= limit:
                     await self._wait_for_sink(limit)
+                elif self.catching_up and self._caught_up():
+                    self.catching_up = False
+                    self.flush_wanted.set()
 
         consume.__name__ = consume.__qualname__ = f"consume_{name.replace('.', '_')}"
         app.agent(channel, name=f"streamproc.{name}")(consume)
+
+    def _caught_up(self) -> bool:
+        """Whether every partition held has been read to the high watermark of its last fetch."""
+        for (topic, part), st in self.processor.states.items():
+            hw = self._highwater(topic, part)
+            if hw is None or hw > st.offset + 1:
+                return False
+        return True
 
     def _stale(self, batch: Batch) -> bool:
         """Whether a rebalance ran since ``batch`` was fetched (it is then counted and left alone). Applied to
@@ -332,7 +348,10 @@ class Worker:
         return self.processor.buffered_rows + self.in_flight_rows
 
     async def _wait_for_sink(self, limit: int) -> None:
-        """Hold the agent (and so the fetcher) while the sink is behind; never drop rows."""
+        """Hold the agent (and so the fetcher) while the sink is behind; never drop rows. A flush starts
+        now if none is running, rather than at the next tick (see ``_flush_loop``)."""
+        self.catching_up = True
+        self.flush_wanted.set()
         self._pause(+1)
         log.warning("sink is behind: %d rows buffered, pausing consumption", self.buffered_rows,
                     extra={"event": "consumption_paused", "sink_buffered_rows": self.buffered_rows})
@@ -344,16 +363,26 @@ class Worker:
         log.info("sink caught up, resuming consumption", extra={"event": "consumption_resumed"})
 
     async def _flush_loop(self) -> None:
-        """Flush every ``flush_interval_s``, start to start, then start the store pass due in the gap
-        before the next flush, if any (``runtime/after_flush.py``).
+        """Flush every ``flush_interval_s``, start to start, and sooner when asked (``flush_wanted``);
+        then start the store pass due in the gap before the next flush, if any (``runtime/after_flush.py``).
 
         Faust's timers sleep the whole interval after each run, so a flush of 0.3 s would make the
-        cadence 1.3 s and every row that much older when it becomes visible.
+        cadence 1.3 s and every row that much older when it becomes visible. The flushes asked for are
+        a backlog's (a replay, a catch-up after an outage): one when the buffer reaches its bound, where
+        consumption used to wait for the next tick (a quarter of a drain's time in packs), and one as
+        soon as the worker has read all the broker holds after a full poll or the bound, so the end of a
+        backlog is written when it is read, not up to an interval later (docs/SCALING.md, "Flushing a
+        backlog"). A live feed, in polls below the bound, is flushed on the interval alone, as before.
         """
         interval = self.settings.flush_interval_s
         next_at = time.monotonic() + interval
         while not self.app.should_stop:
-            await self.app.sleep(max(0.0, next_at - time.monotonic()))
+            wait = max(0.0, next_at - time.monotonic())
+            if time.monotonic() < self.retry_at:  # backing off after a failed flush: only the interval counts
+                await self.app.sleep(wait)
+            elif wait > 0:
+                await self.app.wait_first(self.flush_wanted, timeout=wait)
+            self.flush_wanted.clear()
             now = time.monotonic()
             next_at = now + interval
             if now >= self.retry_at:  # after a failed flush, the backoff decides

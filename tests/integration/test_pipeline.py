@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.helpers import assert_exact, recent_log, started
 
@@ -113,6 +114,40 @@ def test_a_backlog_is_taken_in_polls_of_at_most_max_poll_records(settings: Setti
     assert batches["sum"] == n, batches  # each message handed to the windows exactly once
     assert batches[bound] == batches["count"], f"a batch held more than {bound} records: {batches}"
     assert batches[100] < batches["count"], f"the backlog came in small batches, so the bound was not tested: {batches}"
+
+
+@pytest.mark.parametrize("max_buffered_rows, max_poll_records, flushes", [(1_000, 5_000, 5), (1_000_000, 250, 1)],
+                         ids=["at-the-buffer-bound", "after-full-polls"])
+def test_a_backlog_is_flushed_as_it_is_read_not_on_the_interval_alone(
+        settings: Settings, tmp_path: Path, max_buffered_rows: int, max_poll_records: int, flushes: int) -> None:
+    """With a flush interval longer than the test, a worker behind a backlog still writes it as it reads
+    it: each time the buffer reaches its bound a flush starts at once (consumption waits for that flush,
+    not for a tick ten minutes away), and once a backlog (the bound reached, or polls as full as allowed)
+    is read to the end, the rest is flushed too. Every offset is in the store long before the first tick,
+    and the tallies and boards are exact."""
+    n = 20_000
+    log = recent_log(tmp_path / "events.jsonl.zst", n, seed=15)
+    settings = settings.replace(flush_interval_s=600.0, max_buffered_rows=max_buffered_rows,
+                                max_poll_records=max_poll_records)
+    with Stack(settings, tmp_path / "logs") as stack:
+        with Feeder(stack.settings, log, rate=None) as feed:
+            pass
+        worker = started(stack.worker())
+        wait_flushed([worker], feed.result.last_offsets, timeout_s=120)
+        text = worker.get("/metrics", timeout_s=10).decode()
+        worker.kill()  # no last flush on the way out: what the store holds was written on the way
+        summary = reconcile(stack.settings, str(log))
+    assert_exact(summary)
+    assert sample(text, "streamproc_flush_duration_seconds_count") >= flushes
+
+
+def sample(metrics_text: str, name: str) -> float:
+    """The value of the one sample called ``name`` (an unlabelled metric)."""
+    for family in text_string_to_metric_families(metrics_text):
+        for s in family.samples:
+            if s.name == name:
+                return s.value
+    raise KeyError(name)
 
 
 def batch_histogram(metrics_text: str) -> dict[Any, float]:
