@@ -17,7 +17,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from streamproc.core.windows import WINDOW_MS, is_late, window_start
 from streamproc.ingest.events import TOPIC_OF_TYPE, Like, Order, View
@@ -254,10 +254,15 @@ class PartitionState:
         version = self.offset
         topic, part = self.topic, self.partition
         gen = self.generation
-        rows = [  # a pass over the windows reading a slot costs less than a lookup of each changed one
+        windows = self.windows
+        if len(self.dirty) * 4 < len(windows):  # a few changed among many (100k streamers): look them up
+            changed: Iterable[tuple[WindowKey, list[int]]] = ((k, windows[k]) for k in self.dirty)
+        else:  # most changed: a pass over the windows reading a slot costs less than a lookup of each
+            changed = ((k, acc) for k, acc in windows.items() if acc[DIRTY] == gen)
+        rows = [
             (k[0], k[1], topic, part, version, acc[LAST_OFFSET], acc[MAX_TS], acc[EVENTS], acc[ENTERS], acc[LEAVES],
              acc[PEAK], acc[CLOSE], acc[LIKES], acc[PAID], acc[REFUNDED], acc[ITEMS], acc[GMV], acc[REFUND])
-            for k, acc in self.windows.items() if acc[DIRTY] == gen
+            for k, acc in changed
         ]
         viewers = [(k[0], k[1], list(seen)) for k, seen in self.viewer_sets.items()]
         snap = Snapshot(topic, part, version, rows, viewers, self.pending_orders, set(self.dirty), self.new_viewers)
@@ -292,10 +297,13 @@ class PartitionState:
         rules = self.rules
         idle_before = int((now - rules.idle_close_ms / 1000) * 1e9)  # as TOUCHED: monotonic ns
         wm, gen = self.watermark, self.generation
-        # windows.window_closed, unrolled over every window: start + window <= watermark - lateness
+        # windows.window_closed, unrolled over every window: start + window <= watermark - lateness. No
+        # watermark is above the partition's highest event time, so no window starting after ``first`` is
+        # closed by one: compared first, that spares most open windows the watermark's lookup
         span = rules.window_ms + rules.lateness_ms
+        first = self.max_ts - span
         gone = [k for k, acc in self.windows.items()
-                if acc[DIRTY] != gen and (acc[TOUCHED] < idle_before or k[0] + span <= wm[k[1]])]
+                if acc[DIRTY] != gen and (acc[TOUCHED] < idle_before or (k[0] <= first and k[0] + span <= wm[k[1]]))]
         # A window leaves memory only once the store holds its last change, so the accumulator is that
         # snapshot: kept (up to ``closed_windows_kept``) while an event could still reach it, it reopens
         # the window as a read of the store would. Orders reach back the dedupe horizon, the rest the lateness.
