@@ -22,6 +22,7 @@ from faust.types import TP as FaustTP
 
 from streamproc import metrics
 from streamproc.boards import changes, dimension, rollup
+from streamproc.core.state import PartitionState
 from streamproc.logging_setup import logging_config
 from streamproc.runtime import heap, lifecycle, loop_lag
 from streamproc.runtime.after_flush import AfterFlush, Pass
@@ -144,13 +145,13 @@ class Worker:
         self.channels[self.settings.topic(name)] = channel
         handle = self.processor.handle_batch
         limit = self.settings.max_buffered_rows
-        full_poll = self.settings.max_poll_records or None  # a batch this large: a backlog behind it
+        full_poll = self.settings.max_poll_records  # a batch this large: a backlog behind it (0: no bound)
         batch_records = metrics.BATCH_RECORDS.labels(name)
 
         async def consume(stream: faust.StreamT) -> None:
             async for batch in stream:
                 batch_records.observe(len(batch.records))
-                if full_poll is not None and len(batch.records) >= full_poll:
+                if full_poll and len(batch.records) >= full_poll:
                     self.catching_up = True
                 if self._stale(batch):
                     continue
@@ -171,11 +172,8 @@ class Worker:
 
     def _caught_up(self) -> bool:
         """Whether every partition held has been read to the high watermark of its last fetch."""
-        for (topic, part), st in self.processor.states.items():
-            hw = self._highwater(topic, part)
-            if hw is None or hw > st.offset + 1:
-                return False
-        return True
+        lags = (self._lag(topic, part, st) for (topic, part), st in self.processor.states.items())
+        return all(lag is not None and lag <= 0 for lag in lags)
 
     def _stale(self, batch: Batch) -> bool:
         """Whether a rebalance ran since ``batch`` was fetched (it is then counted and left alone). Applied to
@@ -449,17 +447,20 @@ class Worker:
             streamers.update(key[1] for key in st.windows)
             if st.max_ts:
                 view.newest_event_ms[topic] = max(st.max_ts, view.newest_event_ms.get(topic, 0))
-            hw = self._highwater(topic, part)
-            if hw is not None:  # the high watermark of the last fetch (ListOffsets is wrong on some brokers)
-                view.consumer_lag[(topic, part)] = hw - (st.offset + 1)
+            lag = self._lag(topic, part, st)
+            if lag is not None:
+                view.consumer_lag[(topic, part)] = lag
         view.active_streamers = len(streamers)
         return view
 
-    def _highwater(self, topic: str, partition: int) -> int | None:
+    def _lag(self, topic: str, partition: int, st: PartitionState) -> int | None:
+        """Messages between ``st`` and the high watermark of the partition's last fetch (ListOffsets is
+        wrong on some brokers); None while unknown."""
         try:
-            return self.app.consumer.highwater(FaustTP(self.settings.topic(topic), partition))
+            hw = self.app.consumer.highwater(FaustTP(self.settings.topic(topic), partition))
         except Exception:  # consumer not started, or the partition is moving in a rebalance
             return None
+        return None if hw is None else hw - (st.offset + 1)
 
     # -- rebalances -----------------------------------------------------------------------------
 
