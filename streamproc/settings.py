@@ -51,6 +51,7 @@ class Settings:
     kafka_ssl_cafile: str = setting("", "kafka", "CA bundle that signed the brokers' certificates (empty: system CAs)")
     kafka_ssl_certfile: str = setting("", "kafka", "client certificate for mutual TLS (optional)")
     kafka_ssl_keyfile: str = setting("", "kafka", "key of the client certificate (optional)")
+    produce_compression: str = setting("none", "kafka", "codec of the batches this project sends (replay, generate, redrive, the demo's feed): none, gzip, snappy, lz4 or zstd; a broker keeps batches as sent, so lz4 holds a JSON log in about a third of the memory and disk. The worker reads batches in every one of these codecs, from any producer")
     topics_file: str = setting("", "topics", "topic declarations (TOML: partitions, replication, config); empty: the bundled topics/topics.toml")
     embedded_broker_port: int = setting(19092, "consumer", "port of the embedded Tansu broker (when no bootstrap servers are set)")
     group_id: str = setting("streamproc", "consumer", "consumer group and Faust app id")

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Protocol
 from aiokafka import AIOKafkaProducer
 
 from streamproc.logs.logfile import LogRecord
-from streamproc.runtime.kafka import client_kwargs
+from streamproc.runtime.kafka import client_kwargs, compression
 from streamproc.settings import Settings
 
 MIN_SLEEP_S = 0.001  # shorter waits cost more in wake-ups than they add in accuracy
@@ -89,7 +89,7 @@ async def publish(
     if pacer is None and rate:
         pacer = RatePacer(rate)
     producer = AIOKafkaProducer(**client_kwargs(settings), linger_ms=5, max_batch_size=256 * 1024,
-                                max_request_size=4 * 1024 * 1024, acks="all")
+                                max_request_size=4 * 1024 * 1024, acks="all", compression_type=compression(settings))
     await producer.start()
     started = time.monotonic()
     pending: list[tuple[str, asyncio.Future]] = []

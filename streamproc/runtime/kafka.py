@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Kafka's batch codecs; aiokafka compresses and decompresses them through cramjam (a dependency: without
+# it a consumer stops at the first compressed batch a producer sends, with UnsupportedCodecError)
+CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 def bootstrap(settings: Settings) -> str:
@@ -38,6 +41,15 @@ def _protocol(settings: Settings) -> str:
         if not settings.kafka_sasl_username or not settings.kafka_sasl_password:
             raise ValueError(f"{protocol} needs STREAMPROC_KAFKA_SASL_USERNAME and STREAMPROC_KAFKA_SASL_PASSWORD[_FILE]")
     return protocol
+
+
+def compression(settings: Settings) -> str | None:
+    """The codec producers compress with (``STREAMPROC_PRODUCE_COMPRESSION``), as aiokafka names it."""
+    codec = settings.produce_compression.lower()
+    if codec not in CODECS:
+        raise ValueError(f"STREAMPROC_PRODUCE_COMPRESSION={settings.produce_compression!r}: "
+                         f"expected one of {', '.join(CODECS)}")
+    return None if codec == "none" else codec
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
