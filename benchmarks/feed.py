@@ -8,7 +8,8 @@ it for 47 %, and with 25 ms of linger instead of 5 for 39 %, while the broker, a
 produce requests, drops from 37 % to 14 %. A producer on a machine of its own, as in production, would
 cost the worker's machine nothing. The records keep their partitions (murmur2 on the key, as aiokafka
 and the Java client) and are stamped as they are handed to the producer (``corpus.live``), so the
-linger counts in the freshness measured.
+linger counts in the freshness measured. Batches are compressed as ``STREAMPROC_PRODUCE_COMPRESSION``
+says (none by default; the soak's lz4, see ``endtoend.soak``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from confluent_kafka import KafkaException, Producer
 
 from streamproc.logs.logfile import LogRecord
 from streamproc.logs.produce import MIN_SLEEP_S, PublishResult, RatePacer
-from streamproc.runtime.kafka import client_kwargs
+from streamproc.runtime.kafka import client_kwargs, compression
 from streamproc.settings import Settings
 
 from .corpus import live
@@ -52,7 +53,7 @@ def feed(records: Iterable[LogRecord], settings: Settings, rate: float, result: 
 
     producer = Producer({"bootstrap.servers": kwargs["bootstrap_servers"], "linger.ms": 25, "acks": "all",
                          "partitioner": "murmur2_random", "batch.size": 256 * 1024, "message.max.bytes": 4 * 2**20,
-                         "enable.idempotence": False})
+                         "enable.idempotence": False, "compression.type": compression(settings) or "none"})
     stop = stop or threading.Event()
     pacer = RatePacer(rate) if rate else None
     started = time.monotonic()
