@@ -17,6 +17,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
+from operator import itemgetter
 from typing import Callable, Iterable, Optional
 
 from streamproc.core.windows import WINDOW_MS, is_late, window_start
@@ -47,6 +48,7 @@ ORDER_COLUMNS = (
 )
 
 WindowKey = tuple[int, str]  # (window_start_ms, streamer_id)
+_touched = itemgetter(TOUCHED)
 ORDERS_TOPIC = TOPIC_OF_TYPE["order"]
 # Loads one window's latest snapshot from the sink: (topic, partition, key) -> accumulator or None.
 WindowLoader = Callable[[str, int, WindowKey], Optional[list]]
@@ -94,6 +96,13 @@ class PartitionState:
         self.unit = (-1, 0)  # last applied (offset, index within a pack); ahead of offset mid-message
         self.flushed_offset = -1
         self.windows: dict[WindowKey, list[int]] = {}
+        # the streamers with an open window at each window start: eviction's index. A window can close
+        # (start + window + lateness <= its streamer's watermark) only if its start is that far behind the
+        # partition's newest event, and most open windows are not: the index spares them the pass
+        self.by_start: dict[int, dict[str, None]] = {}
+        # no open window was last changed before this (monotonic ns): until ``idle_close_ms`` has passed
+        # it, no window can be idle, and eviction needs no pass over every window (see ``flush_done``)
+        self.idle_floor = 0
         self.dirty: list[WindowKey] = []  # the windows whose DIRTY slot is ``generation``, in the order they changed
         self.generation = 1  # of snapshots: each takes the windows of this one and starts the next
         self.watermark: dict[str, int] = {}  # streamer -> highest accepted event time
@@ -111,6 +120,7 @@ class PartitionState:
         # past the horizon then costs what is forgotten, not a pass over every order at every flush
         self.order_expiry: dict[str, list[tuple[int, tuple[str, str]]]] = {}
         self._indexed = self.orders_seen  # the dict order_expiry indexes
+        self.wm_moved: set[str] = set()  # streamers whose watermark may have risen since orders were last forgotten
         # viewers seen per window since the last snapshot, a dict used as a set (str keys and None values,
         # which the garbage collector does not track): a window's viewer goes to the store once per flush,
         # not once per enter. The store's audience is a set (uniqExact), so a viewer sent again by a later
@@ -242,6 +252,11 @@ class PartitionState:
         else:
             acc[N_SLOTS:] = (0, 0)  # the sink's slots, and the state's own
         self.windows[key] = acc
+        streamers = self.by_start.get(key[0])
+        if streamers is None:
+            self.by_start[key[0]] = {key[1]: None}
+        else:
+            streamers[key[1]] = None
         return acc
 
     # -- flushing --------------------------------------------------------------------------------
@@ -296,53 +311,77 @@ class PartitionState:
         now = time.monotonic() if now is None else now
         rules = self.rules
         idle_before = int((now - rules.idle_close_ms / 1000) * 1e9)  # as TOUCHED: monotonic ns
-        wm, gen = self.watermark, self.generation
-        # windows.window_closed, unrolled over every window: start + window <= watermark - lateness. No
-        # watermark is above the partition's highest event time, so no window starting after ``first`` is
-        # closed by one: compared first, that spares most open windows the watermark's lookup
+        wm, gen, windows = self.watermark, self.generation, self.windows
+        # windows.window_closed: start + window <= watermark - lateness. No watermark is above the
+        # partition's highest event time, so no window starting after ``first`` is closed by one
         span = rules.window_ms + rules.lateness_ms
         first = self.max_ts - span
-        gone = [k for k, acc in self.windows.items()
-                if acc[DIRTY] != gen and (acc[TOUCHED] < idle_before or (k[0] <= first and k[0] + span <= wm[k[1]]))]
+        every = idle_before > self.idle_floor  # a window may have sat idle: test every one, by both rules
+        if every:
+            gone = [k for k, acc in windows.items() if acc[DIRTY] != gen
+                    and (acc[TOUCHED] < idle_before or (k[0] <= first and k[0] + span <= wm[k[1]]))]
+        else:  # none can be idle: only the starts at or before ``first``, from the index
+            gone = [(start, sid) for start in [s for s in self.by_start if s <= first] for sid in self.by_start[start]
+                    if windows[(start, sid)][DIRTY] != gen and start + span <= wm[sid]]
         # A window leaves memory only once the store holds its last change, so the accumulator is that
         # snapshot: kept (up to ``closed_windows_kept``) while an event could still reach it, it reopens
         # the window as a read of the store would. Orders reach back the dedupe horizon, the rest the lateness.
         closed, keep = self.closed, rules.closed_windows_kept
         reach = rules.window_ms + (rules.order_dedupe_horizon_ms if self.topic == ORDERS_TOPIC else rules.lateness_ms)
-        windows = self.windows
+        by_start = self.by_start
         for key in gone:
             start, streamer = key
             acc = windows.pop(key)
+            streamers = by_start[start]
+            del streamers[streamer]
+            if not streamers:
+                del by_start[start]
             if start + reach <= wm[streamer]:
                 continue  # every event it could take is late, now and later (watermarks only rise)
             if keep:
                 closed[key] = acc
             else:
                 self._left_in_store(key)
+        if every:  # the oldest change among the windows left bounds when the next can be idle
+            self.idle_floor = min(map(_touched, windows.values()), default=time.monotonic_ns())
         if len(closed) > keep:  # the oldest closed first; the store still has them
             for key in list(itertools.islice(closed, len(closed) - keep)):
                 del closed[key]
                 self._left_in_store(key)
+        if self.orders_seen:  # whose watermark may have risen: the streamers of the windows changed since
+            if snap is not None:
+                self.wm_moved.update(k[1] for k in snap.keys)
+            self.wm_moved.update(k[1] for k in self.dirty)
         if len(self.orders_seen) > 1024:  # forget an order once no copy of it could be accepted any more
             self._forget_orders(rules.order_dedupe_horizon_ms)
         return len(gone)
 
     def _forget_orders(self, horizon_ms: int) -> None:
         """Drop every remembered order older than its streamer's watermark minus ``horizon_ms``: exactly
-        ``{k: v for k, v in orders_seen.items() if v[0] >= watermark[v[1]] - horizon_ms}``, without the pass."""
+        ``{k: v for k, v in orders_seen.items() if v[0] >= watermark[v[1]] - horizon_ms}``, without the pass.
+
+        Only a streamer whose watermark rose since the last call can have an order to forget: an order is
+        remembered only when it is not late, at or after its streamer's bound, and the bound moves with
+        the watermark alone. So the streamers visited are those of the windows changed since (``wm_moved``),
+        not every streamer with an order (100k streamers: a pass as long as the eviction's was).
+        """
         seen, wm, expiry = self.orders_seen, self.watermark, self.order_expiry
-        if self._indexed is not seen or sum(map(len, expiry.values())) != len(seen):
+        if self._indexed is not seen:
             self.order_expiry = expiry = index_orders(seen)  # orders_seen was set from outside: index it again
             self._indexed = seen
-        emptied = []
-        for streamer, heap in expiry.items():
+            moved: Iterable[str] = list(expiry)
+        else:
+            moved = self.wm_moved
+        for streamer in moved:
+            heap = expiry.get(streamer)
+            if heap is None:
+                continue
             bound = wm[streamer] - horizon_ms
             while heap and heap[0][0] < bound:
                 del seen[heappop(heap)[1]]
             if not heap:
-                emptied.append(streamer)
-        for streamer in emptied:
-            del expiry[streamer]
+                del expiry[streamer]
+        self.wm_moved = set()
 
     @property
     def buffered_rows(self) -> int:
@@ -362,6 +401,10 @@ class PartitionState:
         self.unit = (offset, 0)
         self.windows = windows
         now = time.monotonic_ns()
+        self.by_start = {}
+        for start, streamer in windows:
+            self.by_start.setdefault(start, {})[streamer] = None
+        self.idle_floor = now
         for acc in windows.values():
             acc[N_SLOTS:] = (now, 0)  # the sink's slots, and the state's own
         for streamer, (wm, conc) in streamers.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from support.helpers import typed
 from streamproc.boards import rollup
 from streamproc.core.state import (
     CLOSE,
+    DIRTY,
     ENTERS,
     EVENTS,
     GMV,
@@ -23,6 +26,7 @@ from streamproc.core.state import (
     REFUND,
     REFUNDED,
     TALLY_COLUMNS,
+    TOUCHED,
     PartitionState,
     Rules,
 )
@@ -295,3 +299,54 @@ def test_closed_windows_are_kept_as_the_store_holds_them_while_an_event_can_reac
     assert orders.reopens == [1, 0] and orders.windows[(T0 + 40_000, "s1")][GMV] == 104 + 1_000
     orders.apply(10, paid(T0 + 30_001, "o10", 1_000))  # its window was dropped: read from the store
     assert orders.reopens == [1, 1] and orders.windows[(T0 + 30_000, "s1")][GMV] == 103 + 1_000
+
+
+def _old_eviction(st: PartitionState, now: float) -> set:
+    """The windows the pass over every window closed, before the start index and the idle floor."""
+    rules = st.rules
+    idle_before = int((now - rules.idle_close_ms / 1000) * 1e9)
+    span = rules.window_ms + rules.lateness_ms
+    return {k for k, acc in st.windows.items() if acc[DIRTY] != st.generation
+            and (acc[TOUCHED] < idle_before or k[0] + span <= st.watermark[k[1]])}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_eviction_by_the_start_index_closes_what_the_pass_over_every_window_closed(seed: int) -> None:
+    """Random streams (out of order, late, idle streamers, flushes at any moment, some long after): every
+    flush leaves exactly the windows the pass over every window left, the index names exactly the open
+    windows, and the orders forgotten are those of the old rule."""
+    rng = random.Random(seed)
+    topic = "live.orders" if seed % 2 else "live.views"
+    rules = Rules(idle_close_ms=rng.choice([0, 20, 60_000]), order_dedupe_horizon_ms=60_000, closed_windows_kept=50)
+    st = PartitionState(topic, 0, rules)
+    offset, base = 0, T0
+    paths = {"every": 0, "index": 0}
+    for round_ in range(40):
+        active = [f"s{i}" for i in rng.sample(range(30), rng.randint(1, 12))]  # the others sit idle
+        for _ in range(rng.randint(0, 120)):
+            streamer = rng.choice(active)
+            ts = base + (rng.randint(-9, 3) * 5_000 if rng.random() < 0.5 else rng.randint(-45_000, 15_000))  # on boundaries too
+            if topic == "live.orders":
+                ev: Order | View = paid(ts, f"o{rng.randint(0, 3_000)}", 100, streamer=streamer)
+            else:
+                ev = view(ts, streamer, f"v{rng.randint(0, 50)}", rng.random() < 0.6)
+            st.apply(offset, ev)
+            offset += 1
+        base += rng.randint(0, 4) * 5_000
+        if rng.random() < 0.2:
+            time.sleep(0.03)  # past an idle close of 20 ms
+        snap = st.snapshot()
+        for k in list(st.windows)[:rng.randint(0, 3)]:  # changed after the snapshot: not evicted
+            st.windows[k][DIRTY] = st.generation
+            st.dirty.append(k)
+        now = time.monotonic() + rng.choice([0, 0, 0, 3600])
+        expected = set(st.windows) - _old_eviction(st, now)
+        orders = {k: v for k, v in st.orders_seen.items() if v[0] >= st.watermark[v[1]] - 60_000}
+        paths["every" if int((now - rules.idle_close_ms / 1000) * 1e9) > st.idle_floor else "index"] += 1
+        many = len(st.orders_seen) > 1024
+        st.flush_done(snap, now=now)
+        assert set(st.windows) == expected, round_
+        assert {(start, s) for start, streamers in st.by_start.items() for s in streamers} == expected
+        if many:
+            assert st.orders_seen == orders, round_
+    assert paths["index"] or rules.idle_close_ms < 60_000, paths  # a long idle close takes the index's way
