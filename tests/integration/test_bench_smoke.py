@@ -106,6 +106,7 @@ def test_bench_soak_scaleout_boards(tmp_path: Path) -> None:
     assert soak["events_consumed"] is not None
     assert soak["events_behind_at_end"] == soak["events_sent"] - soak["events_consumed"]
     assert soak["each_minute"][0]["broker_rss_mb"] > 0  # the in-memory broker's growth, shown beside the worker's
+    assert soak["feed_compression"] == "lz4"  # what lets ten minutes at half load fit in the in-memory broker
     assert [s["workers"] for s in latest["scaleout"]] == [1, 2] and all(s["oracle_match"] for s in latest["scaleout"])
     assert all(w["requests"] > 0 for w in latest["boards"]["boards"].values())
     rows = measured_rows(latest)
