@@ -57,7 +57,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 HERE = Path(__file__).resolve().parent
 PEERS = {"quix": "Quix Streams", "pathway": "Pathway", "bytewax": "Bytewax"}  # name -> what it is
 # The soak goes last: ten minutes that leave gigabytes to free and the load average at 5 or more, after
-# which the short scale-out drains (1-2 s each) read 20-26 % apart where they read 3-9 % alone.
+# which the short scale-out drains (1-2 s each) read 19.8-46 % apart where they read 2.8-9.5 % alone.
 SECTIONS = ("consumers", "freshness", "streamers", "memory", "scaleout", "boards", "readers", "soak")
 OPTIONAL = {*PEERS, "faust_naive", "faust_table"}  # contestants whose failure is reported, not fatal
 # The keys every result file carries: a figure, or "not measured: <why>"; and the section that measures each.
