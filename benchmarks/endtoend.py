@@ -30,7 +30,7 @@ from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS, create_topics, p
 from streamproc.settings import Settings
 from streamproc.verify.stack import ClickHouseServerProcess, Stack, WorkerProcess, event_partitions, flushed_offsets
 
-from .corpus import Filled, fill, live
+from .corpus import Filled, Stamps, fill
 from .feed import Feed, feed
 from .procstat import available_bytes, cpu_seconds, peak_rss_bytes, rss_bytes, self_cpu_seconds
 
@@ -267,7 +267,7 @@ def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path,
 
     The publisher stamps each record with the wall clock as it hands it to the producer (the record
     timestamp: on Kafka's event topics the broker's append time) and moves its event time along with it
-    (``corpus.live``: the generator's own send delay kept). A message is visible at the first /status
+    (``corpus.Stamps``: the generator's own send delay kept). A message is visible at the first /status
     sample that shows its partition flushed past its offset (the insert into ClickHouse has returned).
     The probe's append clock is visible minus record timestamp, per message; its event clock is visible
     minus the payload's ``ts``. After the run the worker's /metrics is read: its own
@@ -282,7 +282,7 @@ def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path,
         with FlushLog([worker]) as flushes:
             wait_assigned([worker])
             cpu0 = cpu_seconds(worker.proc.pid)
-            sent = feed(live(records), settings, rate)
+            sent = feed(Stamps(records), settings, rate)
             flushes.wait_flushed(sent.last_offsets, 120)
             cpu = cpu_seconds(worker.proc.pid) - cpu0
         metrics_text = _get(worker.url + "/metrics")
