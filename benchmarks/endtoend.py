@@ -30,8 +30,8 @@ from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS, create_topics, p
 from streamproc.settings import Settings
 from streamproc.verify.stack import ClickHouseServerProcess, Stack, WorkerProcess, event_partitions, flushed_offsets
 
-from .corpus import Filled, Stamps, fill
-from .feed import Feed, feed
+from .corpus import Filled, fill
+from .feed import Feed
 from .procstat import available_bytes, cpu_seconds, peak_rss_bytes, rss_bytes, self_cpu_seconds
 
 POLL_S = 0.05  # /status poll interval: the error of every start and end time below
@@ -282,7 +282,8 @@ def freshness(base: Settings, records: list[LogRecord], rate: float, work: Path,
         with FlushLog([worker]) as flushes:
             wait_assigned([worker])
             cpu0 = cpu_seconds(worker.proc.pid)
-            sent = feed(Stamps(records), settings, rate)
+            with Feed(settings, records, rate) as fed:
+                sent = fed.join()
             flushes.wait_flushed(sent.last_offsets, 120)
             cpu = cpu_seconds(worker.proc.pid) - cpu0
         metrics_text = _get(worker.url + "/metrics")
