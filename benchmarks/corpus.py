@@ -235,7 +235,7 @@ class Stamps:
         self.spans = [ts_span(r.value) for r in records]
 
     def value(self, index: int, now_ms: int) -> bytes:
-        """Record ``index``'s payload as sent at ``now_ms`` (the feed inlines this; tests hold it to it)."""
+        """Record ``index``'s payload as sent at ``now_ms``."""
         rec, span = self.records[index], self.spans[index]
         if span is None:
             return rec.value

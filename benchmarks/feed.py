@@ -116,9 +116,9 @@ class Feed:
     it, as it would beside a remote producer. So the feed's thread, and librdkafka's threads, which it
     starts, run at a lower priority (``yield_cpu``). Nothing of the feed's own waiting can flatter the
     worker: a record is stamped when it is handed to the producer, so a wait after that counts in the
-    latency measured, and a feed that could not hold its rate shows in the rate achieved. Three
-    interleaved freshness pairs at 114k events/s, niced against not: p99 1.445 / 1.485 / 1.504 s against
-    1.624 / 1.681 / 1.909 s, every one at the rate asked (docs/SCALING.md, "The feed's share").
+    latency measured, and a feed that could not hold its rate shows in the rate achieved. Six
+    interleaved freshness pairs at 114k events/s, not niced then niced: the niced feed had the lower p99
+    in five (medians 1.667 and 1.510 s; docs/SCALING.md, "The feed's share").
     """
 
     def __init__(self, settings: Settings, records: list[LogRecord], rate: float, cycle: bool = False) -> None:
