@@ -116,7 +116,11 @@ def test_a_backlog_is_taken_in_polls_of_at_most_max_poll_records(settings: Setti
     assert batches[100] < batches["count"], f"the backlog came in small batches, so the bound was not tested: {batches}"
 
 
-@pytest.mark.parametrize("max_buffered_rows, max_poll_records, flushes", [(1_000, 5_000, 5), (1_000_000, 250, 1)],
+# How many flushes a backlog takes depends on how the fetches cut it (three agents read at once, and a
+# flush takes whatever all of them applied), so only what the interval cannot explain is asserted: at the
+# bound, at least one flush before the end of the backlog and one after it (polls of 5,000 are never full
+# here: no partition holds that many), 6 alone and 4 in a full suite run; after full polls, the one at the end
+@pytest.mark.parametrize("max_buffered_rows, max_poll_records, flushes", [(1_000, 5_000, 2), (1_000_000, 250, 1)],
                          ids=["at-the-buffer-bound", "after-full-polls"])
 def test_a_backlog_is_flushed_as_it_is_read_not_on_the_interval_alone(
         settings: Settings, tmp_path: Path, max_buffered_rows: int, max_poll_records: int, flushes: int) -> None:
