@@ -18,13 +18,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from streamproc.logs.logfile import LogRecord, read_log, write_log
 from streamproc.logs.packs import pack_records
+from streamproc.logs.replay import shift_event
 from streamproc.runtime.topics import EVENT_TOPICS, partitions_of
 from streamproc.settings import Settings
 from streamproc.sim.generate import generate
@@ -150,39 +151,11 @@ def spread(records: list[LogRecord], n_streamers: int) -> list[LogRecord]:
     return out
 
 
-def restamped(records: Iterable[LogRecord]) -> Iterator[LogRecord]:
-    """The records with their record timestamp set to the wall clock as each is taken for sending."""
-    for rec in records:
-        yield LogRecord(rec.topic, rec.key, int(time.time() * 1000), rec.value)
-
-
-def retimed(records: list[LogRecord], start_ms: int, rate: float) -> list[LogRecord]:
-    """Place record i at ``start_ms + i/rate`` and move its event time along (keeping its simulated delay
-    between event and send), so that event time tracks the wall clock when the records are published at
-    ``rate`` from ``start_ms``; the worker judges "future" against the record timestamp."""
-    import orjson
-
-    out = []
-    step = 1000.0 / rate
-    for i, rec in enumerate(records):
-        at = start_ms + int(i * step)
-        value = rec.value
-        try:
-            obj = orjson.loads(value)
-            if type(obj) is dict and type(obj.get("ts")) is int:
-                obj["ts"] += at - rec.ts
-                value = orjson.dumps(obj)
-        except orjson.JSONDecodeError:
-            pass
-        out.append(LogRecord(rec.topic, rec.key, at, value))
-    return out
-
-
 def ts_span(value: bytes) -> tuple[int, int, int] | None:
     """Where a record's event time sits in its bytes, so that a live send can splice a new number in
     (``Stamps``) instead of decoding and encoding the whole payload: (start, end) of the digits of the
     top-level integer ``ts`` and its value; (-1, -1, ts) when the bytes do not show it as exactly one
-    plain ``"ts":<digits>`` (the send then decodes and encodes, as ``live_value`` does); None when the
+    plain ``"ts":<digits>`` (the send then decodes and encodes: ``replay.shift_event``); None when the
     payload has no integer ``ts`` (a hostile or foreign record, sent as it is). A span is kept only if
     splicing another number there decodes to the same object with that number as its ``ts``."""
     import orjson
@@ -204,16 +177,6 @@ def ts_span(value: bytes) -> tuple[int, int, int] | None:
     except orjson.JSONDecodeError:
         return (-1, -1, ts)
     return (i, j, ts) if back == {**obj, "ts": ts + 1} else (-1, -1, ts)
-
-
-def live_value(value: bytes, ts: int, moved_ms: int) -> bytes:
-    """``value`` with its event time ``ts`` moved by ``moved_ms``, decoded and encoded (the slow path of
-    ``Stamps``: payloads whose ``ts`` cannot be spliced)."""
-    import orjson
-
-    obj = orjson.loads(value)
-    obj["ts"] = ts + moved_ms
-    return orjson.dumps(obj)
 
 
 class Stamps:
@@ -241,5 +204,5 @@ class Stamps:
             return rec.value
         i, j, ts = span
         if i < 0:
-            return live_value(rec.value, ts, now_ms - rec.ts)
+            return shift_event(rec.value, now_ms - rec.ts) or rec.value  # JSON (ts_span read it): never None
         return b"%s%d%s" % (rec.value[:i], ts + now_ms - rec.ts, rec.value[j:])

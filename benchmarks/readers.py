@@ -1,7 +1,7 @@
 """Hostile readers beside a live feed: does the pipeline keep its cadence while the API is hammered?
 
-One worker (embedded chDB) is fed at a steady rate (retimed corpus events, so event time tracks the wall
-clock) for the whole run. After a warm-up the run has two phases, each measured on its own:
+One worker (embedded chDB) is fed at a steady rate (corpus events stamped as sent, so event time tracks
+the wall clock) for the whole run. After a warm-up the run has two phases, each measured on its own:
 
   quiet   the feed alone: flush cadence, freshness, lag (the reference)
   load    the same feed, plus ``clients`` concurrent HTTP clients sending ``requests`` in all, each
