@@ -180,7 +180,8 @@ class Sink(ABC):
         """Write one flush: facts first, then all window rows in ONE insert, then checkpoints.
 
         The window rows of a flush share one version per partition and land in one insert, so if any
-        row of version V exists, all of them do; restore can then trust max(checkpoint, max version).
+        row of version V exists, all of them do; restore can then trust max(checkpoint, max version)
+        (and writes again what that insert's views derive, which may not have landed: ``_rewrite_views``).
         """
         settings = FLUSH_INSERT_SETTINGS
         self.insert("viewer_sets_in", VIEWER_COLUMNS, [r for s in snaps for r in s.viewers], settings)
@@ -197,6 +198,8 @@ class Sink(ABC):
         (n_cp, cp), = self.rows(f"SELECT count(), max(last_offset) FROM checkpoints WHERE {where}", p)
         (n_rows, top), = self.rows(f"SELECT count(), max(version) FROM tallies_10s WHERE {where}", p)
         offset = max(int(cp) if n_cp else -1, int(top) if n_rows else -1)
+        if n_rows:
+            self._rewrite_views(where, {**p, "v": int(top)})
         streamers = {
             s: (int(wm), int(conc))
             for s, wm, conc in self.rows(
@@ -226,6 +229,27 @@ class Sink(ABC):
             )
         }
         return PartitionRestore(offset, windows, streamers, orders)
+
+    def _rewrite_views(self, where: str, params: dict[str, Any]) -> None:
+        """Write again what the views fed by the partition's last flush of window rows derive from it.
+
+        ClickHouse writes an insert's materialized views after the table, not atomically with it: a
+        worker killed in between leaves window rows whose version restore trusts (their events are not
+        applied again) and no rollup mark, so the minute they changed would stay rolled without them on
+        every board that reads minutes (docs/ARCHITECTURE.md, "Rollup completeness"). Every earlier
+        flush returned, views included, before the next began, so only the rows of the highest version
+        can be in that state. Both rows are idempotent: a mark only asks for a recomputation from
+        tallies_10s, and the data clock keeps maxima.
+        """
+        last = f"{where} AND version = {{v:UInt64}}"
+        self.command(
+            "INSERT INTO rollup_marks (marked_at, minute, streamer_id) SELECT now64(3), "
+            f"toStartOfMinute(window_start) AS minute, streamer_id FROM tallies_10s WHERE {last} "
+            "GROUP BY minute, streamer_id", params)
+        self.command(
+            "INSERT INTO tallies_clock (k, newest_window, newest_event, newest_flush) "
+            f"SELECT 0, max(window_start), max(max_ts), max(flushed_at) FROM tallies_10s WHERE {last} "
+            "HAVING count() > 0", params)
 
     def load_window(self, topic: str, partition: int, key: WindowKey) -> list[int] | None:
         """The latest snapshot of one window, to reopen it after it was closed for idleness."""

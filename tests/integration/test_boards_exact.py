@@ -1,6 +1,8 @@
 """Every board the query layer answers equals the board model of ``board_oracle``, given the truth that
 ``log_model`` computes from the event log: on random small logs full of edge cases, and on the 3-hour
-leaderboard log; and the check is shown to fail when one rolled-up cell is wrong.
+leaderboard log; and the check is shown to fail when one rolled-up cell is wrong. A worker killed
+between a flush's window rows and the views of the same insert leaves boards that the check catches,
+and that its restart puts right.
 
 The logs go through the real processing core into a real chDB store. chDB allows one open store per
 process, so the module opens one, applies the schema once and empties its tables before every example
@@ -9,6 +11,8 @@ process, so the module opens one, applies the schema once and empties its tables
 
 from __future__ import annotations
 
+import zlib
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,8 +29,10 @@ from support.log_model import truth_from_events
 from streamproc.boards import rollup
 from streamproc.boards.dimension import Streamer
 from streamproc.logs.logfile import LogRecord
+from streamproc.runtime.processor import Processor
 from streamproc.settings import Settings
 from streamproc.sim.generate import build_streamers
+from streamproc.store.base import Sink
 from streamproc.store.chdb import ChdbSink
 from streamproc.verify.board_oracle import HOUR_MS, MINUTE_MS
 from streamproc.verify.exact import check_store
@@ -171,3 +177,68 @@ def test_the_leaderboard_log_passes_and_a_wrong_rollup_cell_is_caught(store: Sto
     named = [m for m in broken.mismatches if sid in m]
     assert any(m.startswith(f"tallies_1m [{minute} {sid}] gmv_fen") for m in named), broken.mismatches[:5]
     assert any(m.startswith("leaderboard ") and " gmv_fen: " in m for m in named), broken.mismatches[:20]
+
+
+# -- a kill between a flush's window rows and the views of the same insert --------------------------------
+
+
+class Killed(Exception):
+    """The worker process ended here."""
+
+
+class KilledBetweenRowsAndViews:
+    """The store as a worker killed inside flush number ``at`` leaves it: that flush's window rows land,
+    the materialized views their insert feeds (rollup marks, the data clock) write nothing, and nothing
+    after the rows (the checkpoint) is written. ClickHouse writes a table and then its views, so a kill
+    can fall between them; the views are detached for that one insert to put the kill exactly there."""
+
+    def __init__(self, sink: ChdbSink, at: int) -> None:
+        self.sink, self.at, self.writes = sink, at, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sink, name)
+
+    def write(self, snaps: Any) -> None:
+        self.writes += 1
+        Sink.write(self, snaps)  # type: ignore[arg-type]  # the real flush, through this object's insert
+
+    def insert(self, table: str, columns: Any, rows: Any, settings: Any = None) -> None:
+        if table != "tallies_10s" or self.writes != self.at:
+            return self.sink.insert(table, columns, rows, settings)
+        (views,), = self.sink.rows("SELECT dependencies_table FROM system.tables "
+                                   "WHERE database = currentDatabase() AND name = 'tallies_10s'")
+        assert {"rollup_marks_mv", "tallies_clock_mv"} <= set(views)
+        for view in views:
+            self.sink.command(f"DETACH TABLE {view}")
+        try:
+            self.sink.insert(table, columns, rows, settings)
+        finally:
+            for view in views:
+                self.sink.command(f"ATTACH TABLE {view}")
+        raise Killed
+
+
+def test_a_flush_whose_views_a_kill_lost_is_on_every_board_after_restore(store: Store) -> None:
+    """The restarted worker trusts the killed flush's rows (it does not apply their events again), so it
+    must write their marks and data clock again: without that, the boards over the minutes the flush
+    changed keep what the rollup made of them before it."""
+    sink, settings = store.sink, store.settings
+    empty(sink)
+    log = build_log(seed=11, n_streamers=12, span_ms=40 * MINUTE_MS)
+    n, chunk = len(log.records), len(log.records) // 4 + 1
+    flushes = len({i for i in range(n) if (i + 1) % chunk == 0} | {n - 1})
+    killed = KilledBetweenRowsAndViews(sink, at=flushes)  # the last: every earlier one was rolled up
+    with pytest.raises(Killed):
+        drive(killed, settings, log.streamers, log.records, 2, lambda i: True if (i + 1) % chunk == 0 else None)
+    truth = truth_from_events(log.events, log.streamers, min_audience=10)
+    rollup.run_once(sink)
+    lost = check_store(sink, truth, as_of_points=[None], min_audience=10)
+    assert not lost.ok, "the simulated kill left every board right: it did not land between rows and views"
+
+    resume = Processor(settings, sink).assign([(t, p) for t in TOPIC.values() for p in range(2)])
+    sent = Counter((r.topic, zlib.crc32(r.key) % 2) for r in log.records)
+    assert resume == {tp: sent[tp] for tp in resume}  # the killed flush's events are not applied again
+    rollup.run_once(sink)
+    result = check_store(sink, truth, min_audience=10)
+    assert result.ok, "\n".join(result.mismatches)
+    assert result.skipped == 0 and result.checked > 10_000
