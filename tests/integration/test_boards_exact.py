@@ -2,7 +2,7 @@
 ``log_model`` computes from the event log: on random small logs full of edge cases, and on the 3-hour
 leaderboard log; and the check is shown to fail when one rolled-up cell is wrong. A worker killed
 between a flush's window rows and the views of the same insert leaves boards that the check catches,
-and that its restart puts right.
+and that its restart puts right; so does a kill at any step of any flush of the random logs.
 
 The logs go through the real processing core into a real chDB store. chDB allows one open store per
 process, so the module opens one, applies the schema once and empties its tables before every example
@@ -122,7 +122,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     draw(st.integers(0, 39)))
 
 
-def feed(sink: ChdbSink, settings: Settings, sc: Scenario) -> None:
+def feed(sink: Any, settings: Settings, sc: Scenario) -> None:
     """The scenario through the processing core with its planned flushes and rollup passes; the last
     flush may come after the last pass, leaving rolled minutes stale for the query layer to read around."""
     last = len(sc.records) - 1
@@ -179,21 +179,25 @@ def test_the_leaderboard_log_passes_and_a_wrong_rollup_cell_is_caught(store: Sto
     assert any(m.startswith("leaderboard ") and " gmv_fen: " in m for m in named), broken.mismatches[:20]
 
 
-# -- a kill between a flush's window rows and the views of the same insert --------------------------------
+# -- a worker killed inside a flush, then started again ---------------------------------------------------
 
 
 class Killed(Exception):
     """The worker process ended here."""
 
 
-class KilledBetweenRowsAndViews:
-    """The store as a worker killed inside flush number ``at`` leaves it: that flush's window rows land,
-    the materialized views their insert feeds (rollup marks, the data clock) write nothing, and nothing
-    after the rows (the checkpoint) is written. ClickHouse writes a table and then its views, so a kill
-    can fall between them; the views are detached for that one insert to put the kill exactly there."""
+FLUSH_TABLES = ("viewer_sets_in", "orders", "tallies_10s", "checkpoints")  # Sink.write's inserts, in order
 
-    def __init__(self, sink: ChdbSink, at: int) -> None:
-        self.sink, self.at, self.writes = sink, at, 0
+
+class KilledInFlush:
+    """The store as a worker killed inside flush number ``at`` leaves it: the flush's inserts before
+    ``table`` land and nothing from ``table`` on; with ``views_lost`` the rows of ``table`` land too, and
+    the materialized views their insert feeds write nothing (ClickHouse writes a table, then its views,
+    so a kill can fall between them: the views are detached for that one insert to put it exactly
+    there); ``table=None``: killed after the whole flush, before the worker took note of it."""
+
+    def __init__(self, sink: ChdbSink, at: int, table: str | None, views_lost: bool = False) -> None:
+        self.sink, self.at, self.table, self.views_lost, self.writes = sink, at, table, views_lost, 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.sink, name)
@@ -201,20 +205,23 @@ class KilledBetweenRowsAndViews:
     def write(self, snaps: Any) -> None:
         self.writes += 1
         Sink.write(self, snaps)  # type: ignore[arg-type]  # the real flush, through this object's insert
+        if self.writes == self.at:
+            raise Killed
 
     def insert(self, table: str, columns: Any, rows: Any, settings: Any = None) -> None:
-        if table != "tallies_10s" or self.writes != self.at:
+        if table != self.table or self.writes != self.at:
             return self.sink.insert(table, columns, rows, settings)
-        (views,), = self.sink.rows("SELECT dependencies_table FROM system.tables "
-                                   "WHERE database = currentDatabase() AND name = 'tallies_10s'")
-        assert {"rollup_marks_mv", "tallies_clock_mv"} <= set(views)
-        for view in views:
-            self.sink.command(f"DETACH TABLE {view}")
-        try:
-            self.sink.insert(table, columns, rows, settings)
-        finally:
+        if self.views_lost:
+            (views,), = self.sink.rows("SELECT dependencies_table FROM system.tables "
+                                       "WHERE database = currentDatabase() AND name = {t:String}", {"t": table})
+            assert views, f"{table} feeds no view"
             for view in views:
-                self.sink.command(f"ATTACH TABLE {view}")
+                self.sink.command(f"DETACH TABLE {view}")
+            try:
+                self.sink.insert(table, columns, rows, settings)
+            finally:
+                for view in views:
+                    self.sink.command(f"ATTACH TABLE {view}")
         raise Killed
 
 
@@ -227,7 +234,7 @@ def test_a_flush_whose_views_a_kill_lost_is_on_every_board_after_restore(store: 
     log = build_log(seed=11, n_streamers=12, span_ms=40 * MINUTE_MS)
     n, chunk = len(log.records), len(log.records) // 4 + 1
     flushes = len({i for i in range(n) if (i + 1) % chunk == 0} | {n - 1})
-    killed = KilledBetweenRowsAndViews(sink, at=flushes)  # the last: every earlier one was rolled up
+    killed = KilledInFlush(sink, at=flushes, table="tallies_10s", views_lost=True)  # every earlier one rolled
     with pytest.raises(Killed):
         drive(killed, settings, log.streamers, log.records, 2, lambda i: True if (i + 1) % chunk == 0 else None)
     truth = truth_from_events(log.events, log.streamers, min_audience=10)
@@ -242,3 +249,34 @@ def test_a_flush_whose_views_a_kill_lost_is_on_every_board_after_restore(store: 
     result = check_store(sink, truth, min_audience=10)
     assert result.ok, "\n".join(result.mismatches)
     assert result.skipped == 0 and result.checked > 10_000
+
+
+KILL_POINTS = [(t, False) for t in FLUSH_TABLES] + [("tallies_10s", True), (None, False)]
+
+
+@hsettings(max_examples=20, deadline=None)
+@given(sc=scenarios(), data=st.data())
+def test_a_kill_anywhere_in_a_flush_then_a_restart_leaves_every_board_exact(store: Store, sc: Scenario,
+                                                                              data: st.DataObject) -> None:
+    """Random logs, killed at a random flush before any of its inserts, between the window rows and
+    their views, or after it; maybe a rollup pass (another worker's) before the restart; the restarted
+    worker reads the rest of the log from where the store says each partition resumes. Every board
+    equals the model of the log, each event counted once."""
+    empty(store.sink)
+    last = len(sc.records) - 1
+    at = data.draw(st.integers(1, len({*sc.flushes, last})), label="killed in flush")
+    table, views_lost = data.draw(st.sampled_from(KILL_POINTS), label="before the insert into")
+    event(f"killed {'after the rows of' if views_lost else 'before'} {table or 'the worker took note'}")
+    killed = KilledInFlush(store.sink, at, table, views_lost)
+    with pytest.raises(Killed):
+        feed(killed, store.settings, sc)
+    if data.draw(st.booleans(), label="a rollup pass before the restart"):
+        rollup.run_once(store.sink)
+    drive(store.sink, store.settings, sc.streamers, sc.records, PARTITIONS,
+          lambda i: True if i == last else None, restart=True)
+    s = store.settings
+    truth = truth_from_events(sc.events, sc.streamers, lateness_ms=s.lateness_ms,
+                              dedupe_horizon_ms=s.order_dedupe_horizon_ms, min_audience=MIN_AUDIENCE)
+    result = check_store(store.sink, truth, as_of_points=[sc.as_of], min_audience=MIN_AUDIENCE, rotate=sc.rotate)
+    assert result.ok, "\n".join(result.mismatches)
+    assert result.checked > 0

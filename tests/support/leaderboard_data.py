@@ -236,25 +236,29 @@ def process_into(sink: Any, log: Log, settings: Any, chunk: int = 3_000, rollup_
 
 
 def drive(sink: Any, settings: Any, streamers: list[Streamer], records: list[LogRecord], partitions: int,
-          plan: Any) -> Any:
+          plan: Any, restart: bool = False) -> Any:
     """Records through the processing core into ``sink`` as a worker would take them: per (topic,
-    partition by key) in log order. ``plan(i)`` after record i says: None, go on; False, flush (a batch
-    per partition, ``sink.write`` of the snapshots, ``flush_done``); True, flush and run a rollup pass.
-    The last record always flushes. Returns the processor."""
+    partition by key) in log order, from where the store says each partition resumes (its start on an
+    empty store). ``plan(i)`` after record i says: None, go on; False, flush (a batch per partition,
+    ``sink.write`` of the snapshots, ``flush_done``); True, flush and run a rollup pass. The last record
+    always flushes. ``restart``: a worker started again on a store that holds the streamers already.
+    Returns the processor."""
     import zlib
 
     from streamproc.boards import dimension, rollup
     from streamproc.runtime.processor import Processor
 
-    sink.insert("streamers", dimension.COLUMNS, [astuple(s) for s in streamers])
+    if not restart:
+        sink.insert("streamers", dimension.COLUMNS, [astuple(s) for s in streamers])
     proc = Processor(settings, sink)
-    proc.assign([(t, p) for t in TOPIC.values() for p in range(partitions)])
+    resume = proc.assign([(t, p) for t in TOPIC.values() for p in range(partitions)])
     offsets: dict[tuple[str, int], int] = {}
     batches: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for i, r in enumerate(records):
         tp = (r.topic, zlib.crc32(r.key) % partitions)
         offsets[tp] = offsets.get(tp, -1) + 1
-        batches[tp].append(Rec(offsets[tp], r.key, r.value, r.ts))
+        if offsets[tp] >= resume[tp]:
+            batches[tp].append(Rec(offsets[tp], r.key, r.value, r.ts))
         step = plan(i)
         if step is None and i + 1 < len(records):
             continue
