@@ -184,6 +184,12 @@ API_REQUESTS = Counter(
 API_SECONDS = Histogram(
     "streamproc_api_request_seconds", "Time to answer a request of the worker's web server, by route template",
     ["route"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)
+API_CONNECTIONS = Gauge("streamproc_api_connections", "Connections the worker's web server holds open",
+                        registry=REGISTRY)
+API_CONNECTIONS_REFUSED = Counter(
+    "streamproc_api_connections_refused_total",
+    "Connections answered 503 and closed at once: the web server held STREAMPROC_API_MAX_CONNECTIONS already",
+    registry=REGISTRY)
 EVENT_LOOP_LAG = Histogram(
     "streamproc_event_loop_lag_seconds", "How late the worker's event loop woke a probe due every 0.1 s: the "
     "consumer, flushes, timers and API share that loop, so a stall delays them all",

@@ -91,6 +91,8 @@ class Settings:
     web_token: str = setting("", "web", "bearer token every web route then requires; empty: none", secret=True)
     api_max_concurrent: int = setting(4, "api", "API answers computed at once (store queries in flight for the API); more wait; 0: no bound")
     api_queue_timeout_s: float = setting(1.0, "api", "seconds an API request waits for a free slot before it gets 429 with Retry-After")
+    api_max_connections: int = setting(512, "api", "connections the worker's web server holds at once; one more gets 503 and is closed, so readers cannot take the file descriptors the consumer and the store need (a worker out of them stops consuming); 0: no bound")
+    api_idle_timeout_s: float = setting(30.0, "api", "a connection of the web server that has not sent a whole request for this long is closed (a reader that opens connections and sends nothing, or half a request, held each one an hour at aiohttp's default)")
     # logging
     log_level: str = setting("info", "logging", "log level: debug, info, warning, error")
     log_format: str = setting("text", "logging", "text, or json: one object per line, fields named like the metrics")

@@ -194,35 +194,71 @@ class _RefusingHandler(web.RequestHandler):
         return response
 
 
-class _RefusingServer(web.Server):
-    """aiohttp's server (the protocol factory) as the runner made it, handing out ``_RefusingHandler``s."""
+class _Full(asyncio.Protocol):
+    """A connection over the server's bound: the answer is written, the connection closed, nothing read."""
 
-    def __init__(self, made: web.Server, refuse: Refuse) -> None:
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.answer)  # type: ignore[attr-defined]
+        transport.close()
+
+
+@dataclass(frozen=True)
+class ConnectionBound:
+    """At most ``limit`` connections held (0: no bound); ``full()`` is the raw HTTP answer to one more."""
+
+    limit: int
+    full: Callable[[], bytes]
+
+
+class _RefusingServer(web.Server):
+    """aiohttp's server (the protocol factory) as the runner made it, handing out ``_RefusingHandler``s, or
+    ``_Full`` while it holds as many connections as its bound allows."""
+
+    def __init__(self, made: web.Server, refuse: Refuse, bound: ConnectionBound) -> None:
         super().__init__(made.request_handler, request_factory=made.request_factory,
                          handler_cancellation=made.handler_cancellation, loop=made._loop, **made._kwargs)
         self.refuse = refuse
+        self.bound = bound
 
-    def __call__(self) -> web.RequestHandler:
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        # counted when a handler's connection is made: one burst of accepts may pass the bound by its size
+        if self.bound.limit and len(self.connections) >= self.bound.limit:
+            return _Full(self.bound.full())
         handler = _RefusingHandler(self, loop=self._loop, **self._kwargs)
         handler.refuse = self.refuse
         return handler
 
 
 class _RefusingRunner(web.AppRunner):
-    __slots__ = ("refuse",)
+    __slots__ = ("refuse", "bound")
 
-    def __init__(self, app: web.Application, refuse: Refuse, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, refuse: Refuse, bound: ConnectionBound, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.refuse = refuse
+        self.bound = bound
 
     async def _make_server(self) -> web.Server:
-        return _RefusingServer(await super()._make_server(), self.refuse)
+        return _RefusingServer(await super()._make_server(), self.refuse, self.bound)
 
 
-def answer_refused_requests(app: faust.App, refuse: Refuse, max_url_bytes: int, max_header_bytes: int) -> None:
+def answer_refused_requests(app: faust.App, refuse: Refuse, max_url_bytes: int, max_header_bytes: int,
+                            bound: ConnectionBound, idle_timeout_s: float) -> None:
     """Have ``refuse`` answer what aiohttp answers by itself (see the module docstring), with URLs up to
-    ``max_url_bytes`` and headers up to ``max_header_bytes``. Call before the worker starts: it replaces
-    the runner of Faust's web server, which is made then (``access_log=None``, as Faust's own)."""
+    ``max_url_bytes`` and headers up to ``max_header_bytes``; hold at most ``bound.limit`` connections,
+    and close one that has not sent a whole request for ``idle_timeout_s`` (aiohttp's keep-alive timeout,
+    which also runs from a connection's start and while half a request is in). The web server shares the
+    worker's process: every connection it holds is a file descriptor the consumer and the store cannot
+    have, and a worker out of them stops consuming. Call before the worker starts: it replaces the runner
+    of Faust's web server, which is made then (``access_log=None``, as Faust's own)."""
     driver = app.web
-    driver._runner = _RefusingRunner(driver.web_app, refuse, access_log=None, max_line_size=max_url_bytes,
-                                     max_field_size=max_header_bytes)
+    driver._runner = _RefusingRunner(driver.web_app, refuse, bound, access_log=None, max_line_size=max_url_bytes,
+                                     max_field_size=max_header_bytes, keepalive_timeout=idle_timeout_s)
+
+
+def web_connections(app: faust.App) -> int:
+    """Connections the web server holds now (0 before it started)."""
+    server = app.web._runner.server
+    return len(server.connections) if server is not None else 0

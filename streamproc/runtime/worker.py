@@ -26,7 +26,15 @@ from streamproc.core.state import PartitionState
 from streamproc.logging_setup import logging_config
 from streamproc.runtime import heap, lifecycle, loop_lag
 from streamproc.runtime.after_flush import AfterFlush, Pass
-from streamproc.runtime.faust_compat import App, Batch, add_middleware, answer_refused_requests, commit
+from streamproc.runtime.faust_compat import (
+    App,
+    Batch,
+    ConnectionBound,
+    add_middleware,
+    answer_refused_requests,
+    commit,
+    web_connections,
+)
 from streamproc.runtime.kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
 from streamproc.runtime.processor import Processor, WindowNotLoaded
 from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS
@@ -125,7 +133,10 @@ class Worker:
         app.on_before_shutdown.connect(self._on_shutdown)
         # outermost: every error JSON, every response counted by route; then what aiohttp refuses itself
         add_middleware(app, web_errors.middleware)
-        answer_refused_requests(app, web_errors.refused, web_errors.MAX_URL_BYTES, web_errors.MAX_HEADER_BYTES)
+        bound = ConnectionBound(s.api_max_connections, web_errors.too_many_connections(s.api_max_connections))
+        answer_refused_requests(app, web_errors.refused, web_errors.MAX_URL_BYTES, web_errors.MAX_HEADER_BYTES,
+                                bound, s.api_idle_timeout_s)
+        metrics.API_CONNECTIONS.set_function(lambda: web_connections(app))
         if s.web_token:  # every route needs the bearer token when one is set
             add_middleware(app, auth.bearer_middleware(s.web_token))
             log.info("web server requires a bearer token")

@@ -147,3 +147,26 @@ def refused(request: web.BaseRequest, status: int, exc: BaseException | None, ma
     response = error_response(code, text)
     metrics.count_response(MALFORMED, code, time.perf_counter() - started)
     return response
+
+
+def too_many_connections(limit: int, log_every_s: float = 60.0) -> Callable[[], bytes]:
+    """The raw answer to a connection over ``STREAMPROC_API_MAX_CONNECTIONS`` (sent before its request is
+    read, then closed): 503 with the JSON of every error and ``Retry-After``. Each is counted
+    (``streamproc_api_connections_refused_total``); a WARNING at most every ``log_every_s``, since a
+    flood of connections must not become a flood of log lines."""
+    body = orjson.dumps(error_body(503, f"busy: the server holds {limit} connections already", retry_after_s=1))
+    answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+              b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    last = {"at": -log_every_s, "refused": 0}
+
+    def full() -> bytes:
+        metrics.API_CONNECTIONS_REFUSED.inc()
+        last["refused"] += 1
+        now = time.monotonic()
+        if now - last["at"] >= log_every_s:
+            log.warning("web server full (%d connections held): refused %d connection(s) since the last warning",
+                        limit, last["refused"])
+            last.update(at=now, refused=0)
+        return answer
+
+    return full

@@ -180,6 +180,7 @@ def test_the_aiohttp_private_names_exist_on_the_pinned_version() -> None:
         missing = [n for n in names if not hasattr(subject, n)]
         assert not missing, (owner, missing)
     before = app.web._runner
-    faust_compat.answer_refused_requests(app, lambda request, status, exc, headers: web.Response(status=status), 8190, 16384)
+    refuse = lambda request, status, exc, headers: web.Response(status=status)  # noqa: E731
+    faust_compat.answer_refused_requests(app, refuse, 8190, 16384, faust_compat.ConnectionBound(8, lambda: b""), 30.0)
     assert isinstance(app.web._runner, web.AppRunner) and app.web._runner is not before
     assert app.web._runner.app is app.web.web_app
