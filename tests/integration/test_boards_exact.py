@@ -11,7 +11,6 @@ process, so the module opens one, applies the schema once and empties its tables
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from support.leaderboard_data import SH, TOPIC, build_log, drive, process_into
+from support.leaderboard_data import SH, TOPIC, build_log, drive, partition_of, process_into
 from support.log_model import truth_from_events
 
 from streamproc.boards import rollup
@@ -243,7 +242,7 @@ def test_a_flush_whose_views_a_kill_lost_is_on_every_board_after_restore(store: 
     assert not lost.ok, "the simulated kill left every board right: it did not land between rows and views"
 
     resume = Processor(settings, sink).assign([(t, p) for t in TOPIC.values() for p in range(2)])
-    sent = Counter((r.topic, zlib.crc32(r.key) % 2) for r in log.records)
+    sent = Counter(partition_of(r, 2) for r in log.records)
     assert resume == {tp: sent[tp] for tp in resume}  # the killed flush's events are not applied again
     rollup.run_once(sink)
     result = check_store(sink, truth, min_audience=10)

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from support.helpers import assert_exact, isolated_settings, recent_log, started
 from support.leaderboard_data import START_MS, Oracle, build_log, get_json, settled_worker
+from support.sockets import established
 
 from streamproc.verify.chaos import Feeder, consumed, metric_values, wait_for
 from streamproc.verify.demo import reconcile
@@ -142,17 +143,6 @@ MAX_CONNECTIONS = 40
 IDLE_TIMEOUT_S = 15.0  # longer than the test takes to fill the bound and be refused
 
 
-def served_connections(port: int) -> int:
-    """Established TCP connections whose local end is ``port``: the server's ends of its connections."""
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                n += int(local.rsplit(":", 1)[1], 16) == port and state == "01"
-    return n
-
-
 def test_held_connections_are_bounded_refused_with_503_closed_when_idle_and_the_pipeline_stays_exact(
         tmp_path: Path) -> None:
     """A reader opens connections and sends nothing, or half a request. Unbounded, every one is a file
@@ -178,7 +168,7 @@ def test_held_connections_are_bounded_refused_with_503_closed_when_idle_and_the_
             for _ in range(60):  # each answered at once, before it sends anything, and closed
                 with socket.create_connection(address, timeout=5) as s:
                     refused.append(read_to_end(s, timeout_s=5))
-            assert served_connections(settings.web_port) == MAX_CONNECTIONS
+            assert established(settings.web_port) == MAX_CONNECTIONS
             assert all(r.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in r for r in refused), refused[:2]
             body = orjson.loads(refused[0].split(b"\r\n\r\n", 1)[1])
             assert body == {"error": f"busy: the server holds {MAX_CONNECTIONS} connections already",

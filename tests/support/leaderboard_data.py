@@ -235,6 +235,13 @@ def process_into(sink: Any, log: Log, settings: Any, chunk: int = 3_000, rollup_
     assert proc.counts["rejected"] == 0, proc.counts
 
 
+def partition_of(record: LogRecord, partitions: int) -> tuple[str, int]:
+    """(topic, partition) of a record in ``drive``: by its key, as a producer's partitioner would."""
+    import zlib
+
+    return record.topic, zlib.crc32(record.key) % partitions
+
+
 def drive(sink: Any, settings: Any, streamers: list[Streamer], records: list[LogRecord], partitions: int,
           plan: Any, restart: bool = False) -> Any:
     """Records through the processing core into ``sink`` as a worker would take them: per (topic,
@@ -243,8 +250,6 @@ def drive(sink: Any, settings: Any, streamers: list[Streamer], records: list[Log
     ``sink.write`` of the snapshots, ``flush_done``); True, flush and run a rollup pass. The last record
     always flushes. ``restart``: a worker started again on a store that holds the streamers already.
     Returns the processor."""
-    import zlib
-
     from streamproc.boards import dimension, rollup
     from streamproc.runtime.processor import Processor
 
@@ -255,7 +260,7 @@ def drive(sink: Any, settings: Any, streamers: list[Streamer], records: list[Log
     offsets: dict[tuple[str, int], int] = {}
     batches: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for i, r in enumerate(records):
-        tp = (r.topic, zlib.crc32(r.key) % partitions)
+        tp = partition_of(r, partitions)
         offsets[tp] = offsets.get(tp, -1) + 1
         if offsets[tp] >= resume[tp]:
             batches[tp].append(Rec(offsets[tp], r.key, r.value, r.ts))

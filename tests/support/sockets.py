@@ -1,17 +1,29 @@
-"""What the kernel says is listening, read from /proc (no tool to install)."""
+"""What the kernel says of a port's sockets, read from /proc (no tool to install)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
+
+LISTEN, ESTABLISHED = "0A", "01"  # the st column of /proc/net/tcp
 
 
-def listening_hosts(port: int) -> list[str]:
-    """Local addresses (hex, as /proc/net/tcp writes them: 0100007F is 127.0.0.1) listening on ``port``."""
-    hosts = []
+def _local(port: int) -> Iterator[tuple[str, str]]:
+    """(local address in hex, as /proc/net/tcp writes it: 0100007F is 127.0.0.1; state) of every socket
+    whose local end is ``port``."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             local, state = line.split()[1], line.split()[3]
             address, _, hex_port = local.rpartition(":")
-            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
-                hosts.append(address)
-    return hosts
+            if int(hex_port, 16) == port:
+                yield address, state
+
+
+def listening_hosts(port: int) -> list[str]:
+    """Local addresses listening on ``port``."""
+    return [address for address, state in _local(port) if state == LISTEN]
+
+
+def established(port: int) -> int:
+    """Established connections whose local end is ``port``: a server's ends of its connections."""
+    return sum(state == ESTABLISHED for _, state in _local(port))
