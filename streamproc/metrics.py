@@ -190,6 +190,10 @@ API_CONNECTIONS_REFUSED = Counter(
     "streamproc_api_connections_refused_total",
     "Connections answered 503 and closed at once: the web server held STREAMPROC_API_MAX_CONNECTIONS already",
     registry=REGISTRY)
+METRICS_CONNECTIONS_REFUSED = Counter(
+    "streamproc_metrics_connections_refused_total",
+    "Connections the metrics listener (STREAMPROC_METRICS_PORT) answered 503 and closed: it held its bound already",
+    registry=REGISTRY)
 EVENT_LOOP_LAG = Histogram(
     "streamproc_event_loop_lag_seconds", "How late the worker's event loop woke a probe due every 0.1 s: the "
     "consumer, flushes, timers and API share that loop, so a stall delays them all",

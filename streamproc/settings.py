@@ -89,6 +89,8 @@ class Settings:
     web_host: str = setting("127.0.0.1", "web", "bind address of the worker web server (and where `leaderboard` asks a worker that holds the store)")
     web_port: int = setting(6066, "web", "port of the worker web server")
     web_token: str = setting("", "web", "bearer token every web route then requires; empty: none", secret=True)
+    metrics_host: str = setting("127.0.0.1", "web", "bind address of the metrics listener (STREAMPROC_METRICS_PORT): an interface Prometheus reaches and readers of the API need not")
+    metrics_port: int = setting(0, "web", "port of a listener of its own for /metrics and /status, with its own small connection bound, so Prometheus still scrapes a worker whose web port readers have filled; 0: none (/metrics on the web port only)")
     api_max_concurrent: int = setting(4, "api", "API answers computed at once (store queries in flight for the API); more wait; 0: no bound")
     api_queue_timeout_s: float = setting(1.0, "api", "seconds an API request waits for a free slot before it gets 429 with Retry-After")
     api_max_connections: int = setting(512, "api", "connections the worker's web server holds at once; one more gets 503 and is closed, so readers cannot take the file descriptors the consumer and the store need (a worker out of them stops consuming); 0: no bound")

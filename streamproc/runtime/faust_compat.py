@@ -244,6 +244,14 @@ class _RefusingRunner(web.AppRunner):
         return _RefusingServer(await super()._make_server(), self.refuse, self.bound)
 
 
+def bounded_runner(app: web.Application, refuse: Refuse, max_url_bytes: int, max_header_bytes: int,
+                   bound: ConnectionBound, idle_timeout_s: float) -> web.AppRunner:
+    """A runner for ``app`` whose server answers as ``answer_refused_requests`` says; for a listener of
+    the worker's own beside Faust's web server (``runtime/metrics_listener.py``)."""
+    return _RefusingRunner(app, refuse, bound, access_log=None, max_line_size=max_url_bytes,
+                           max_field_size=max_header_bytes, keepalive_timeout=idle_timeout_s)
+
+
 def answer_refused_requests(app: faust.App, refuse: Refuse, max_url_bytes: int, max_header_bytes: int,
                             bound: ConnectionBound, idle_timeout_s: float) -> None:
     """Have ``refuse`` answer what aiohttp answers by itself (see the module docstring), with URLs up to
@@ -254,8 +262,7 @@ def answer_refused_requests(app: faust.App, refuse: Refuse, max_url_bytes: int, 
     have, and a worker out of them stops consuming. Call before the worker starts: it replaces the runner
     of Faust's web server, which is made then (``access_log=None``, as Faust's own)."""
     driver = app.web
-    driver._runner = _RefusingRunner(driver.web_app, refuse, bound, access_log=None, max_line_size=max_url_bytes,
-                                     max_field_size=max_header_bytes, keepalive_timeout=idle_timeout_s)
+    driver._runner = bounded_runner(driver.web_app, refuse, max_url_bytes, max_header_bytes, bound, idle_timeout_s)
 
 
 def web_connections(app: faust.App) -> int:

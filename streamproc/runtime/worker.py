@@ -36,6 +36,7 @@ from streamproc.runtime.faust_compat import (
     web_connections,
 )
 from streamproc.runtime.kafka import BrokerWatch, faust_broker_url, faust_credentials, wait_for_broker
+from streamproc.runtime.metrics_listener import MetricsListener
 from streamproc.runtime.processor import Processor, WindowNotLoaded
 from streamproc.runtime.topics import DEADLETTER, EVENT_TOPICS
 from streamproc.settings import Settings
@@ -87,6 +88,8 @@ class Worker:
         self.in_flight_rows = 0  # rows of the flush being written: still buffered, not in the processor
         self.pausing = 0  # agents holding consumption (see _pause)
         self.paused_at = 0.0  # monotonic time the current pause began
+        # bound now: a port already taken stops the worker here, not later with nobody scraping it
+        self.metrics_listener = MetricsListener(settings, self.processor.status) if settings.metrics_port else None
         self.app = self._build_app()
         metrics.STATE.source = self
 
@@ -141,6 +144,8 @@ class Worker:
             add_middleware(app, auth.bearer_middleware(s.web_token))
             log.info("web server requires a bearer token")
         server.register(app, self)
+        if self.metrics_listener is not None:
+            app.task(self.metrics_listener.start)
         passes = []  # what keeps the boards fresh, in the gap after each flush
         if s.rollup_interval_s > 0:
             passes.append(Pass("rollup", s.rollup_interval_s, lambda: rollup.tick(self.sink)))
@@ -527,6 +532,11 @@ class Worker:
             except Exception as exc:
                 log.warning("final rollup pass on shutdown did not complete (%s); the next pass rolls it",
                             type(exc).__name__)
+        if self.metrics_listener is not None:  # scraped through the last flush and pass, closed before Faust stops
+            try:
+                await asyncio.wait_for(self.metrics_listener.stop(), stop.bound(1, _FAUST_STOP_KEEP_S))
+            except Exception as exc:
+                log.warning("metrics listener did not close (%s)", type(exc).__name__)
 
 
 # A stop signal's budget (lifecycle.FORCE_AFTER_S, 2.5 s), as what each step leaves before the forced stop:

@@ -28,6 +28,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
+from prometheus_client import Counter
 
 from streamproc import metrics
 
@@ -149,10 +150,11 @@ def refused(request: web.BaseRequest, status: int, exc: BaseException | None, ma
     return response
 
 
-def too_many_connections(limit: int, log_every_s: float = 60.0) -> Callable[[], bytes]:
-    """The raw answer to a connection over ``STREAMPROC_API_MAX_CONNECTIONS`` (sent before its request is
-    read, then closed): 503 with the JSON of every error and ``Retry-After``. Each is counted
-    (``streamproc_api_connections_refused_total``); a WARNING at most every ``log_every_s``, since a
+def too_many_connections(limit: int, refused: Counter = metrics.API_CONNECTIONS_REFUSED,
+                         server: str = "web server", log_every_s: float = 60.0) -> Callable[[], bytes]:
+    """The raw answer to a connection over ``limit`` (``STREAMPROC_API_MAX_CONNECTIONS``, or the metrics
+    listener's own bound), sent before its request is read, then closed: 503 with the JSON of every error
+    and ``Retry-After``. Each is counted in ``refused``; a WARNING at most every ``log_every_s``, since a
     flood of connections must not become a flood of log lines."""
     body = orjson.dumps(error_body(503, f"busy: the server holds {limit} connections already", retry_after_s=1))
     answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
@@ -160,12 +162,12 @@ def too_many_connections(limit: int, log_every_s: float = 60.0) -> Callable[[], 
     last = {"at": -log_every_s, "refused": 0}
 
     def full() -> bytes:
-        metrics.API_CONNECTIONS_REFUSED.inc()
+        refused.inc()
         last["refused"] += 1
         now = time.monotonic()
         if now - last["at"] >= log_every_s:
-            log.warning("web server full (%d connections held): refused %d connection(s) since the last warning",
-                        limit, last["refused"])
+            log.warning("%s full (%d connections held): refused %d connection(s) since the last warning",
+                        server, limit, last["refused"])
             last.update(at=now, refused=0)
         return answer
 

@@ -1,9 +1,11 @@
-"""A real Prometheus scraping a real worker: counters read back exactly, and the sink alert lives.
+"""A real Prometheus scraping a real worker: counters read back exactly, the sink alert lives, and a
+reader who fills the web port is alerted on while the scrapes go on.
 
-Prometheus (Debian package ``prometheus``) scrapes the worker every second with the shipped scrape job
-and evaluates the shipped alert rules, with only their ``for:`` durations shortened. The worker writes
-through HTTP to a separate ``streamproc clickhouse-server`` process, which the test stops and restarts
-to take the sink away and give it back. The run ends in an exact reconcile against the SQL oracle.
+Prometheus (Debian package ``prometheus``) scrapes the worker's metrics port every second with the
+shipped scrape job and evaluates the shipped alert rules, with only their ``for:`` durations shortened.
+In the first test the worker writes through HTTP to a separate ``streamproc clickhouse-server`` process,
+which the test stops and restarts to take the sink away and give it back. Each run ends in an exact
+reconcile against the SQL oracle.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ import asyncio
 import itertools
 import json
 import re
+import select
 import shutil
+import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from support.helpers import ROOT, assert_exact
 
@@ -37,6 +43,7 @@ from streamproc.verify.stack import Stack, event_partitions, wait_flushed
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 SINK_ALERT = "StreamprocSinkFailing"
+FULL_ALERT = "StreamprocApiConnectionsFull"
 
 
 class Prometheus:
@@ -134,11 +141,11 @@ def test_prometheus_reads_exact_counters_and_the_sink_alert_fires_and_resolves(s
     # Idle windows stay in memory through the outage (idle_close_ms), so no event needs the sink to reopen
     # one: this test watches the flush path and what Prometheus makes of it.
     settings = settings.replace(max_buffered_rows=1_000, sink_retry_max_s=1.0, idle_close_ms=600_000,
-                                log_format="json")
+                                log_format="json", metrics_port=free_port())
 
     with Stack(settings, tmp_path / "logs", shared_sink_port=free_port()) as stack:
         worker = stack.worker().start()
-        target = f"{settings.web_host}:{settings.web_port}"
+        target = f"{settings.metrics_host}:{settings.metrics_port}"  # as shipped: the metrics port
         try:
             with Prometheus(prometheus_config(tmp_path, target), tmp_path) as prom:
                 worker.wait_assigned(event_partitions())
@@ -231,3 +238,75 @@ def test_prometheus_reads_exact_counters_and_the_sink_alert_fires_and_resolves(s
 
         summary = reconcile(stack.settings, str(log))  # nothing lost or doubled across the outage
     assert_exact(summary)
+
+
+def test_a_reader_who_fills_the_web_port_is_alerted_on_while_prometheus_scrapes_on_and_the_boards_stay_exact(
+        settings: Settings, tmp_path: Path) -> None:
+    """A reader holds every connection the web port may hold (STREAMPROC_API_MAX_CONNECTIONS) and keeps
+    opening more. Scraped on the web port, as it was before the metrics port, a Prometheus that has to
+    connect (it started, or the worker did, during the flood) gets 503 like anyone else: the worker reads
+    as down (StreamprocWorkerDown) while it consumes, and every other alert is blind. Scraped on the
+    metrics port, Prometheus reads the whole feed consumed during the flood, counts each refusal
+    exactly, fires StreamprocApiConnectionsFull and not StreamprocWorkerDown; the boards reconcile
+    exactly afterwards."""
+    limit = 40
+    settings = settings.replace(api_max_connections=limit, api_idle_timeout_s=300, metrics_port=free_port())
+    records = list(generate(20_000, seed=43, start_ms=int(time.time() * 1000) - 120_000))
+    log = tmp_path / "events.jsonl.zst"
+    write_log(log, records)
+    web = (settings.web_host, settings.web_port)
+
+    def refused_once() -> None:
+        with socket.create_connection(web, timeout=5) as s:
+            s.settimeout(5)
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+
+    with Stack(settings, tmp_path / "logs") as stack:
+        worker = stack.worker().start()
+        try:
+            worker.wait_assigned(event_partitions())
+            # Held before Prometheus starts: a scrape needs a connection of its own only when it has none (the
+            # first, or after a restart of either side); then, on a full web port, it would get a 503.
+            held = [socket.create_connection(web, timeout=5) for _ in range(limit)]
+            time.sleep(1)  # every held connection accepted before the flood's first refusal
+            assert not [s for s in held if select.select([s], [], [], 0)[0]], "a held connection was refused"
+            flood_began = time.time()
+            target = f"{settings.metrics_host}:{settings.metrics_port}"
+            with Prometheus(prometheus_config(tmp_path, target), tmp_path) as prom:
+                wait_for(lambda: prom.value('up{job="streamproc"}') == 1, 30, "a first scrape")
+                try:  # the web port's own /metrics: what a scrape there gets now
+                    with urllib.request.urlopen(f"http://{web[0]}:{web[1]}/metrics", timeout=5):
+                        pytest.fail("the web port answered while full")
+                except urllib.error.HTTPError as exc:
+                    assert exc.code == 503 and exc.headers["Retry-After"] == "1"
+                refused = 1
+                sent = asyncio.run(publish(read_log(log), stack.settings))  # the feed runs during the flood
+
+                def alerted() -> bool:
+                    nonlocal refused
+                    for _ in range(5):
+                        refused_once()
+                        refused += 1
+                    return prom.alert_state(FULL_ALERT) == "firing"
+
+                wait_for(alerted, 60, f"{FULL_ALERT} firing")
+                wait_for(lambda: prom.value('sum(streamproc_events_consumed_total{job="streamproc"})') == len(records),
+                         60, "the whole feed consumed, read by Prometheus during the flood")
+                wait_for(lambda: prom.value("streamproc_api_connections_refused_total") == refused, 10,
+                         "every refusal counted")
+                flooded_s = int(time.time() - flood_began)
+                assert prom.value(f'min_over_time(up{{job="streamproc"}}[{flooded_s}s])') == 1
+                assert prom.value(f'count_over_time(up{{job="streamproc"}}[{flooded_s}s])') >= flooded_s // 3
+                assert prom.alert_state("StreamprocWorkerDown") == "inactive"
+                (alert,) = [a for a in prom.alerts() if a["labels"]["alertname"] == FULL_ALERT]
+                assert alert["labels"]["instance"] == target and alert["labels"]["severity"] == "ticket"
+                assert prom.value("streamproc_api_connections") == limit
+                for s in held:
+                    s.close()
+            wait_flushed([worker], sent.last_offsets)
+        finally:
+            worker.stop()
+        assert_exact(reconcile(stack.settings, str(log)), "tallies_match", "boards_match")

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
 import pytest
 from support.helpers import CLI, assert_exact, feed_and_flush, recent_log, run_cli, started
 from support.sockets import listening_hosts
@@ -69,7 +70,7 @@ class Secured:
         self.env = {"STREAMPROC_CLICKHOUSE_PASSWORD_FILE": secret_file(tmp, "ch.pw", CH_PASSWORD),
                     "STREAMPROC_WEB_TOKEN_FILE": secret_file(tmp, "web.token", WEB_TOKEN)}
         base = Settings.from_env(env=self.env, data_dir=str(tmp / "data"), embedded_broker_port=free_port(),
-                                 web_port=free_port(), flush_interval_s=0.5,
+                                 web_port=free_port(), metrics_port=free_port(), flush_interval_s=0.5,
                                  clickhouse_url=f"https://127.0.0.1:{self.ch_port}", clickhouse_ca_file=str(self.ca))
         assert base.clickhouse_password == CH_PASSWORD and base.web_token == WEB_TOKEN
         self.log_dir = tmp / "logs"
@@ -95,11 +96,13 @@ class Secured:
             return False
 
     def get(self, path: str, token: str | None = WEB_TOKEN, method: str = "GET",
-            cookie: str | None = None, scheme: str = "Bearer") -> tuple[int, bytes, Any]:
+            cookie: str | None = None, scheme: str = "Bearer", port: str = "web") -> tuple[int, bytes, Any]:
+        """``path`` from the worker's web port, or its metrics port (``port="metrics"``)."""
         headers = {"Authorization": f"{scheme} {token}"} if token else {}
         if cookie:
             headers["Cookie"] = cookie
-        req = urllib.request.Request(self.worker.url + path, headers=headers, method=method)
+        base = self.worker.url if port == "web" else f"http://127.0.0.1:{self.settings.metrics_port}"
+        req = urllib.request.Request(base + path, headers=headers, method=method)
         opener = urllib.request.build_opener(_NoRedirect)
         try:
             with opener.open(req, timeout=10) as r:
@@ -149,12 +152,21 @@ def test_clickhouse_refuses_a_wrong_password_plain_http_and_an_unknown_ca(secure
 # -- the web API: bearer token, read-only, no SQL, loopback ----------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/leaderboard?metric=gmv", "/api/freshness", "/status", "/metrics", "/"])
-def test_every_route_needs_the_bearer_token(secured: Secured, path: str) -> None:
-    assert secured.get(path, token=None)[0] == 401
-    assert secured.get(path, token="wrong-" + WEB_TOKEN)[0] == 401
-    status, body, _ = secured.get(path)
+@pytest.mark.parametrize("port, path", [("web", p) for p in ("/api/leaderboard?metric=gmv", "/api/freshness",
+                                                               "/status", "/metrics", "/")]
+                         + [("metrics", "/metrics"), ("metrics", "/status")])
+def test_every_route_needs_the_bearer_token(secured: Secured, port: str, path: str) -> None:
+    assert secured.get(path, token=None, port=port)[0] == 401
+    assert secured.get(path, token="wrong-" + WEB_TOKEN, port=port)[0] == 401
+    status, body, _ = secured.get(path, port=port)
     assert status == 200, body[:300]
+
+
+def test_the_metrics_port_serves_the_metrics_and_status_alone(secured: Secured) -> None:
+    assert secured.get("/metrics", port="metrics")[1].startswith(b"# HELP ")
+    assert orjson.loads(secured.get("/status", port="metrics")[1]) == orjson.loads(secured.get("/status")[1])
+    status, body, _ = secured.get("/api/leaderboard?metric=gmv", port="metrics")
+    assert status == 404 and orjson.loads(body)["status"] == 404
 
 
 def test_the_auth_scheme_is_case_insensitive(secured: Secured) -> None:
@@ -201,9 +213,11 @@ def test_the_api_is_read_only_and_runs_no_sql_it_is_sent(secured: Secured) -> No
 
 
 def test_the_web_server_listens_on_loopback_only_by_default(secured: Secured) -> None:
-    assert Settings.from_env(env={}).web_host == "127.0.0.1"
-    listening = listening_hosts(secured.worker.settings.web_port)
-    assert listening == ["0100007F"], listening  # 127.0.0.1 and nothing else
+    defaults = Settings.from_env(env={})
+    assert defaults.web_host == defaults.metrics_host == "127.0.0.1"
+    for port in (secured.worker.settings.web_port, secured.worker.settings.metrics_port):
+        listening = listening_hosts(port)
+        assert listening == ["0100007F"], listening  # 127.0.0.1 and nothing else
 
 
 # -- secrets never leak ----------------------------------------------------------------------------------
@@ -212,6 +226,7 @@ def test_the_web_server_listens_on_loopback_only_by_default(secured: Secured) ->
 def test_no_secret_appears_in_logs_metrics_status_or_the_api(secured: Secured) -> None:
     pages = [secured.get(p)[1] for p in ("/metrics", "/status", "/api/freshness", "/api/openapi.json",
                                          "/api/leaderboard?metric=gmv")]
+    pages += [secured.get(p, port="metrics")[1] for p in ("/metrics", "/status")]
     logs = [p.read_bytes() for p in secured.log_dir.iterdir()]
     assert logs and all(pages)
     for secret in SECRETS:

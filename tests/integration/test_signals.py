@@ -24,6 +24,7 @@ import pytest
 from support.helpers import isolated_settings, recent_log
 from support.sockets import listening_hosts
 
+from streamproc.runtime.broker import free_port
 from streamproc.settings import Settings
 
 STOP_S = 3.0
@@ -93,8 +94,9 @@ class Run:
     def output(self) -> str:
         return self.out.read_text(errors="replace")
 
-    def status(self) -> dict[str, Any] | None:
-        url = f"http://127.0.0.1:{self.settings.web_port}/status"
+    def status(self, port: int | None = None) -> dict[str, Any] | None:
+        """/status from the web port, or ``port`` (the metrics port); None if it does not answer."""
+        url = f"http://127.0.0.1:{port or self.settings.web_port}/status"
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 return json.loads(r.read())
@@ -109,7 +111,8 @@ class Run:
             assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n{self.output()[-3000:]}"
             st = self.status()
             if (st is not None and (not owning or st["partitions"]) and (not consumed or st["counts"].get("consumed"))
-                    and (self.settings.kafka_bootstrap or listening_hosts(self.settings.embedded_broker_port))):
+                    and (self.settings.kafka_bootstrap or listening_hosts(self.settings.embedded_broker_port))
+                    and (not self.settings.metrics_port or self.status(self.settings.metrics_port) is not None)):
                 return st
             time.sleep(0.1)
         raise TimeoutError(f"not serving in {timeout_s}s:\n{self.output()[-3000:]}")
@@ -138,7 +141,8 @@ def launch(tmp_path: Path) -> Iterator[Any]:
     runs: list[Run] = []
 
     def start(*args: str, settings: Settings | None = None) -> Run:
-        settings = settings or isolated_settings(tmp_path, rollup_interval_s=1.0)
+        # the metrics port too: its listener is stopped within the same budget, its port freed like the others
+        settings = settings or isolated_settings(tmp_path, rollup_interval_s=1.0, metrics_port=free_port())
         out = tmp_path / f"{args[0]}-{len(runs)}.log"
         env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "streamproc", *args], env=env, stdout=out.open("wb"),
@@ -160,11 +164,12 @@ def launch(tmp_path: Path) -> Iterator[Any]:
 
 
 def assert_all_gone(run: Run, signum: int) -> None:
-    """The conventional exit status, no process of the tree left, the web and broker ports free."""
+    """The conventional exit status, no process of the tree left, the web, metrics and broker ports free."""
     assert run.proc.returncode == 128 + signum, f"exit {run.proc.returncode}:\n{run.output()[-3000:]}"
     assert len(run.tree) >= 2, f"the tree had no children: {run.tree}"  # the test saw the stack it meant to
     assert not survivors(run.tree), survivors(run.tree)
-    ports = [run.settings.web_port] + ([] if run.settings.kafka_bootstrap else [run.settings.embedded_broker_port])
+    ports = [run.settings.web_port, run.settings.metrics_port]
+    ports += [] if run.settings.kafka_bootstrap else [run.settings.embedded_broker_port]
     assert all(port_free(p) for p in ports), {p: listening_hosts(p) for p in ports}
 
 
@@ -222,14 +227,13 @@ def test_a_hung_store_bounds_the_stop_and_a_second_signal_forces_it(launch: Any,
     rollup pass cannot finish, and it is out within 3 s all the same (what it had not written is replayed
     on restart: its checkpoint never passed it). The other gets SIGINT, then a second SIGINT while its
     graceful stop still waits for the store: it is out at once."""
-    from streamproc.runtime.broker import free_port
     from streamproc.verify.chaos import frozen
     from streamproc.verify.stack import Stack
 
     with Stack(isolated_settings(tmp_path), tmp_path / "logs", shared_sink_port=free_port()) as stack:
         assert stack.clickhouse is not None and stack.clickhouse.proc is not None
-        patient = launch("worker", settings=stack.settings)
-        forced = launch("worker", settings=stack.settings.replace(web_port=free_port()))
+        patient = launch("worker", settings=stack.settings.replace(metrics_port=free_port()))
+        forced = launch("worker", settings=stack.settings.replace(web_port=free_port(), metrics_port=free_port()))
         for run in (patient, forced):
             run.wait_serving(owning=True)
         with frozen(stack.clickhouse.proc.pid):
@@ -243,7 +247,7 @@ def test_a_hung_store_bounds_the_stop_and_a_second_signal_forces_it(launch: Any,
     assert "second stop signal" in forced.output(), forced.output()[-3000:]
     for run, signum in ((patient, signal.SIGTERM), (forced, signal.SIGINT)):
         assert run.proc.returncode == 128 + signum, f"exit {run.proc.returncode}:\n{run.output()[-3000:]}"
-        assert not survivors(run.tree) and port_free(run.settings.web_port)
+        assert not survivors(run.tree) and port_free(run.settings.web_port) and port_free(run.settings.metrics_port)
     print(f"hung store: stopped in {took_patient:.2f}s; forced in {took_forced:.2f}s after the second signal")
 
 
