@@ -222,14 +222,26 @@ class _RefusingServer(web.Server):
                          handler_cancellation=made.handler_cancellation, loop=made._loop, **made._kwargs)
         self.refuse = refuse
         self.bound = bound
+        self._accepted = 0  # handlers made in this burst of accepts, not yet in ``connections``
 
     def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
-        # counted when a handler's connection is made: one burst of accepts may pass the bound by its size
-        if self.bound.limit and len(self.connections) >= self.bound.limit:
-            return _Full(self.bound.full())
+        # A handler joins ``connections`` in its connection_made, which the loop runs at its next turn: a
+        # burst of accepts (up to the listen backlog in one turn: a worker that was stopped, a flood)
+        # would pass the bound by its size, counted by ``connections`` alone. The handlers of the burst
+        # are counted until that turn; the reset is queued before their connection_made calls, and the
+        # next burst's accepts run after all of them.
+        if self.bound.limit:
+            if not self._accepted:
+                self._loop.call_soon(self._burst_over)
+            if len(self.connections) + self._accepted >= self.bound.limit:
+                return _Full(self.bound.full())
+            self._accepted += 1
         handler = _RefusingHandler(self, loop=self._loop, **self._kwargs)
         handler.refuse = self.refuse
         return handler
+
+    def _burst_over(self) -> None:
+        self._accepted = 0
 
 
 class _RefusingRunner(web.AppRunner):

@@ -1,7 +1,7 @@
 """Readers cannot starve the pipeline (issue 11): a burst of clients against a real worker (embedded
 broker, Faust, chDB) fed while the clients hammer it gets exact boards or a quick 429, while the worker
-keeps flushing on cadence; a reader that holds connections gets a bound, 503s and idle closes, and the
-worker stays exact. The store lock and the API gate alone: tests/unit/test_readers.py.
+keeps flushing on cadence; a reader that holds connections gets a bound (also against a burst queued
+while the worker was stopped), 503s and idle closes, and the worker stays exact. The store lock and the API gate alone: tests/unit/test_readers.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from support.helpers import assert_exact, isolated_settings, recent_log, started
 from support.leaderboard_data import START_MS, Oracle, build_log, get_json, settled_worker
 from support.sockets import established
 
-from streamproc.verify.chaos import Feeder, consumed, metric_values, wait_for
+from streamproc.verify.chaos import Feeder, consumed, frozen, metric_values, wait_for
 from streamproc.verify.demo import reconcile
 from streamproc.verify.stack import Stack, wait_flushed
 
@@ -180,6 +180,34 @@ def test_held_connections_are_bounded_refused_with_503_closed_when_idle_and_the_
         after = metric_values(worker)
         assert after["streamproc_api_connections_refused_total"] == 60
         assert after["streamproc_api_connections"] == 1  # this scrape's
+        worker.stop()
+        assert_exact(reconcile(stack.settings, str(tmp_path / "events.jsonl.zst")), "tallies_match", "boards_match")
+
+
+def test_a_burst_of_connections_queued_while_the_worker_was_stopped_is_held_to_the_bound(tmp_path: Path) -> None:
+    """The worker is stopped (SIGSTOP), and 100 connections complete in the kernel's listen backlog meanwhile.
+    Continued, its event loop accepts them in one burst, before any of them has joined the server's
+    connections (a handler joins at the loop's next turn): counted by the connections alone, the bound
+    let the whole burst in. Now exactly the bound is held, every other connection gets the 503 and is
+    closed, and the worker reconciles exactly."""
+    settings = isolated_settings(tmp_path, api_max_connections=MAX_CONNECTIONS, api_idle_timeout_s=IDLE_TIMEOUT_S)
+    log = recent_log(tmp_path / "events.jsonl.zst", 5_000, seed=42)
+    address = (settings.web_host, settings.web_port)
+    with Stack(settings, tmp_path / "logs") as stack:
+        worker = started(stack.worker(0))
+        with Feeder(stack.settings, log, rate=5_000 / 6) as feed:  # stopped while it consumes
+            time.sleep(1)
+            with frozen(worker.proc.pid):
+                burst = [socket.create_connection(address, timeout=5) for _ in range(100)]  # the kernel completes them
+            time.sleep(2)  # accepted in one burst, the refused answered and closed
+            refused = [s for s in burst if select.select([s], [], [], 0)[0]]
+            assert established(settings.web_port) == MAX_CONNECTIONS
+            assert len(refused) == 100 - MAX_CONNECTIONS
+            assert all(read_to_end(s, timeout_s=5).startswith(b"HTTP/1.1 503 ") for s in refused)
+            for s in burst:
+                s.close()
+        wait_flushed([worker], feed.result.last_offsets)
+        assert metric_values(worker)["streamproc_api_connections_refused_total"] == 100 - MAX_CONNECTIONS
         worker.stop()
         assert_exact(reconcile(stack.settings, str(tmp_path / "events.jsonl.zst")), "tallies_match", "boards_match")
 
