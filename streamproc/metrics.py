@@ -38,7 +38,7 @@ from prometheus_client.utils import floatToGoString
 
 from streamproc import __version__
 from streamproc.core.state import ORDER_COLUMNS, TALLY_COLUMNS, Snapshot
-from streamproc.ingest.events import REASONS, TOPIC_OF_TYPE
+from streamproc.ingest.events import REASONS, TOPIC_OF_TYPE, TRANSPORT_REASONS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 disable_created_metrics()  # a `_created` twin of every counter doubles the series and no rule reads it
@@ -219,7 +219,7 @@ BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 # Children resolved once: labels() costs a lock and a dict lookup per call.
 _CONSUMED = {topic: (CONSUMED.labels(topic, kind), CONSUMED.labels(topic, INVALID))
              for topic, kind in TYPE_OF_TOPIC.items()}
-_REJECTED = {reason: REJECTED.labels(reason) for reason in REASONS}
+_REJECTED = {reason: REJECTED.labels(reason) for reason in REASONS + TRANSPORT_REASONS}
 for _phase in ("assigned", "revoked"):
     REBALANCES.labels(_phase)
 

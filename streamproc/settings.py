@@ -71,6 +71,7 @@ class Settings:
     max_future_ms: int = setting(300_000, "rules", "an event this far ahead of its record timestamp, or a record this far ahead of the reading worker's clock, is refused as future, ms")
     order_dedupe_horizon_ms: int = setting(3_600_000, "rules", "event-time span over which order ids are remembered (and how late an order may still count), ms")
     max_message_bytes: int = setting(65_536, "rules", "larger messages are dead-lettered as oversized")
+    max_batch_bytes: int = setting(64 << 20, "rules", "most bytes a compressed record batch may decompress to; one past it is refused whole, unread, as one dead letter (batch_too_large): a batch of zeros 40 KB on the wire can hold a value of 1 GB")
     max_pack_lines: int = setting(1_000, "rules", "a pack (JSON lines in one message) with more lines is dead-lettered whole as oversized, so one message never yields more dead letters than this")
     # the worker's processing: windows, flushes, backpressure, rollups, change events
     streamers_file: str = setting("", "processing", "streamers dimension (CSV, JSON array or JSON lines) the worker loads when it starts")

@@ -44,6 +44,25 @@ REASONS = (
     "late",
 )
 
+# Refused before any message of it could be read: a record batch that decompresses past
+# STREAMPROC_MAX_BATCH_BYTES (runtime/batch_codecs.py) becomes one dead letter with this reason.
+TRANSPORT_REASONS = ("batch_too_large",)
+
+
+class RefusedBatch:
+    """The value of the one record that stands for a record batch refused whole, unread (its offset is the
+    batch's last). Not bytes, so the worker's fast path hands it to ``decode``, which names the reason;
+    empty, so a dead letter holds no bytes of it: the batch stays in the source topic."""
+
+    __slots__ = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+    def __len__(self) -> int:
+        return 0
+
+
 # (field, kind, lo, hi): kind "id" is a string of 1..64 chars that also passes lo if lo is given (the
 # streamer id rule of ingest/ids.py: it is a key the API looks up), "int" an integer in [lo, hi], "enum" a
 # string in lo (a tuple). Order matters: the first failing field names the reason.
@@ -151,7 +170,7 @@ class Rejection:
 
 
 def decode(
-    value: bytes | None,
+    value: bytes | RefusedBatch | None,
     topic: str,
     key: bytes | None,
     record_ts: int | None,
@@ -171,6 +190,8 @@ def decode(
     """
     if value is None:
         return Rejection("malformed_json", "empty message")
+    if type(value) is RefusedBatch:
+        return Rejection("batch_too_large", value.detail)
     if len(value) > max_bytes:
         return Rejection("oversized", f"{len(value)} bytes > {max_bytes}")
     try:

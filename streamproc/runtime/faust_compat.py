@@ -19,6 +19,12 @@ else of Faust — group membership, the assignor, rebalance signals, pausing, se
 replaces only the drain loop: each fetch's records for one partition go to that topic's agent as one
 ``Batch``.
 
+**Batches too large.** aiokafka decompresses a fetched record batch whole, with no bound, before a
+record of it reaches us. ``bound_batches`` puts bounded decoders (``runtime/batch_codecs.py``) in place
+of its codec functions and has its fetcher stand one record for a batch that passes the bound: its
+value an ``ingest.events.RefusedBatch``, its offset the batch's last, so the batch becomes one dead
+letter and the partition moves on past it.
+
 **Refused requests.** A request aiohttp cannot parse — a URL or a header over its limits, too many
 headers, bad syntax — never reaches the application: aiohttp's connection handler answers it with a
 text/plain 400 and logs an ERROR with a traceback, and does the same (500) for an exception that escaped
@@ -31,16 +37,22 @@ logs one WARNING line without a traceback: a client's mistake is no fault of the
 from __future__ import annotations
 
 import asyncio
+import importlib
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from types import ModuleType
+from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
 
 import faust
 from aiohttp import web
+from aiokafka.consumer import fetcher as aiokafka_fetcher
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
+
+from streamproc.ingest.events import RefusedBatch
+from streamproc.runtime.batch_codecs import BatchTooLarge, decoders
 
 PINNED = {"faust": "0.15.3", "aiokafka": "0.14.0", "aiohttp": "3.14.5"}
 # The private names used below, by owner; the contract test checks each one exists.
@@ -62,6 +74,14 @@ WEB_PRIVATE_NAMES = {
     web.Server: ("_loop", "_kwargs"),
     web.RequestHandler: ("handle_error",),
 }
+
+
+# aiokafka's record modules (compiled, and the pure-Python ones it falls back to) and the codec functions
+# each calls by its module-level name; the fetcher's class of one partition's fetched records.
+RECORD_MODULES = ("aiokafka.record._crecords.default_records", "aiokafka.record._crecords.legacy_records",
+                  "aiokafka.record.default_records", "aiokafka.record.legacy_records")
+CODEC_NAMES = ("gzip_decode", "snappy_decode", "lz4_decode", "zstd_decode")
+FETCHER_PRIVATE_NAMES = {aiokafka_fetcher: ("PartitionRecords",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +178,91 @@ class App(faust.App):
         consumer = super()._new_consumer()
         consumer.deliver = self.deliver
         return consumer
+
+
+# -- record batches that decompress past the bound ---------------------------------------------------------
+
+
+def record_modules() -> list[ModuleType]:
+    """The record modules of ``RECORD_MODULES`` this aiokafka has (the compiled ones may be absent)."""
+    found = []
+    for name in RECORD_MODULES:
+        try:
+            found.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class _RefusedRecord:
+    """What aiokafka's fetcher reads of a refused batch: one record, at the batch's last offset."""
+
+    offset: int
+    timestamp: int
+    timestamp_type: int
+    value: RefusedBatch
+    key: None = None
+    checksum: None = None
+    headers: tuple = ()
+
+
+class _BoundedBatch:
+    """A fetched record batch whose records are its own, or one ``_RefusedRecord`` if it is too large."""
+
+    __slots__ = ("_batch",)
+
+    def __init__(self, batch: Any) -> None:
+        self._batch = batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batch, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        batch = self._batch
+        try:
+            records = iter(batch)
+            head = next(records, None)  # a batch is decompressed whole by its first record
+        except BatchTooLarge as exc:
+            first, last = batch.base_offset, batch.next_offset - 1
+            detail = f"{exc}; offsets {first}..{last} ({last - first + 1} records) refused whole, unread"
+            ts = getattr(batch, "max_timestamp", None)
+            yield _RefusedRecord(last, ts if ts is not None else -1, batch.timestamp_type, RefusedBatch(detail))
+            return
+        if head is not None:
+            yield head
+            yield from iter(records.__next__, None)  # not ``records`` itself: a compiled batch iterates once
+
+
+class _BoundedRecords:
+    """The fetched records of one partition, their batches as ``_BoundedBatch``."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: Any) -> None:
+        self._records = records
+
+    def has_next(self) -> bool:
+        return self._records.has_next()
+
+    def next_batch(self) -> Any:
+        batch = self._records.next_batch()
+        return None if batch is None else _BoundedBatch(batch)
+
+
+class _BoundedPartitionRecords(aiokafka_fetcher.PartitionRecords):
+    def __init__(self, tp: Any, records: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(tp, _BoundedRecords(records), *args, **kwargs)
+
+
+def bound_batches(limit: int) -> None:
+    """Decompress no fetched record batch past ``limit`` bytes, in every consumer of this process; a batch
+    past it is refused whole (the module docstring). Idempotent; the last limit set holds."""
+    for module in record_modules():
+        for name, decode in decoders(limit).items():
+            if hasattr(module, name):
+                setattr(module, name, decode)
+    aiokafka_fetcher.PartitionRecords = _BoundedPartitionRecords
 
 
 async def commit(app: faust.App, offsets: Mapping[TP, int]) -> None:

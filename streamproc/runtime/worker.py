@@ -32,6 +32,7 @@ from streamproc.runtime.faust_compat import (
     ConnectionBound,
     add_middleware,
     answer_refused_requests,
+    bound_batches,
     commit,
     web_connections,
 )
@@ -69,6 +70,7 @@ class Worker:
 
     def __init__(self, settings: Settings, sink: Sink | None = None) -> None:
         self.settings = settings
+        bound_batches(settings.max_batch_bytes)  # before any fetch: a batch may not decompress past it
         self.sink = sink or open_sink(settings)
         self.sink.apply_schema()
         announce = getattr(self.sink, "announce", None)  # an embedded store: tell readers where our API is

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
@@ -20,7 +21,7 @@ from support.helpers import assert_exact, recent_log, started
 
 from streamproc.logs.logfile import read_log
 from streamproc.logs.produce import publish
-from streamproc.runtime.kafka import CODECS, compression, read_topic
+from streamproc.runtime.kafka import CODECS, client_kwargs, compression, read_topic
 from streamproc.runtime.topics import EVENT_TOPICS, partitions_of
 from streamproc.settings import Settings
 from streamproc.verify.demo import reconcile
@@ -74,6 +75,69 @@ def test_a_log_sent_in_every_codec_is_counted_exactly(settings: Settings, tmp_pa
         dead = asyncio.run(read_topic(stack.settings, "live.deadletter"))
         worker.stop()
     assert_exact(reconcile(settings, str(log), dead_letters=dead), "dead_letter_match")
+
+
+def hwm_kb(pid: int) -> int:
+    """Peak resident memory of a process so far (VmHWM), kB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+async def send_bombs(settings: Settings, sizes: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """One record of zeros per codec, ``sizes[codec]`` bytes before compression, to live.views:
+    where each landed, (partition, offset)."""
+    landed = {}
+    for codec, size in sizes.items():
+        producer = AIOKafkaProducer(**client_kwargs(settings), compression_type=codec, max_request_size=2**31 - 1)
+        await producer.start()
+        try:
+            md = await producer.send_and_wait(settings.topic("live.views"), bytes(size), key=b"s-bomb")
+            landed[codec] = (md.partition, md.offset)
+        finally:
+            await producer.stop()
+    return landed
+
+
+def test_a_batch_that_decompresses_past_the_bound_is_one_dead_letter_in_every_codec_and_memory_stays_bounded(
+        settings: Settings, tmp_path: Path) -> None:
+    """A producer's batch is checked by the broker at its compressed size only: zeros compress to almost
+    nothing, and a 40 KB batch held a 1.2 GB value, which took a worker from 366 MB to 2.8 GB resident
+    (a crash loop wherever memory is limited: the restarted worker fetches the same batch). Between two
+    halves of a log, one such batch per codec, each far past STREAMPROC_MAX_BATCH_BYTES: each is one
+    dead letter (batch_too_large, at its offset), the worker's peak memory grows by less than the
+    smallest of them, and the log's tallies, boards and dead letters are the oracle's."""
+    limit = 8 << 20
+    sizes = {"gzip": 96 << 20, "snappy": 24 << 20, "lz4": 96 << 20, "zstd": 96 << 20}  # snappy compresses zeros ~1:20
+    log = recent_log(tmp_path / "log.jsonl", 6_000, seed=19)
+    records = list(read_log(log))
+    settings = settings.replace(max_batch_bytes=limit)
+    with Stack(settings, tmp_path / "logs") as stack:
+        worker = started(stack.worker())
+        first = asyncio.run(publish(records[:3_000], stack.settings))
+        wait_flushed([worker], first.last_offsets)
+        peak_before = hwm_kb(worker.proc.pid)
+        landed = asyncio.run(send_bombs(stack.settings, sizes))
+        rest = asyncio.run(publish(records[3_000:], stack.settings))
+        last = {**first.last_offsets}
+        for tp, offset in [*rest.last_offsets.items(), *((("live.views", p), o) for p, o in landed.values())]:
+            last[tp] = max(offset, last.get(tp, -1))
+        wait_flushed([worker], last)
+        grew_mb = (hwm_kb(worker.proc.pid) - peak_before) / 1024
+        page = worker.get("/metrics", 5).decode()
+        dead = asyncio.run(read_topic(stack.settings, "live.deadletter"))
+        worker.stop()
+    refused = [orjson.loads(d.value) for d in dead if orjson.loads(d.value)["reason"] == "batch_too_large"]
+    assert sorted((r["partition"], r["offset"]) for r in refused) == sorted(landed.values())
+    for r in refused:
+        (codec,) = [c for c, where in landed.items() if where == (r["partition"], r["offset"])]
+        assert r["topic"] == stack.settings.topic("live.views") and r["detail"].startswith(f"{codec} record batch of ")
+        assert f"past {limit} bytes" in r["detail"] and r["size"] == 0, r
+    assert 'streamproc_events_rejected_total{reason="batch_too_large"} 4.0' in page
+    assert grew_mb < min(sizes.values()) / 2**20, f"peak resident memory grew {grew_mb:.0f} MB"
+    others = [d for d in dead if orjson.loads(d.value)["reason"] != "batch_too_large"]
+    assert_exact(reconcile(settings, str(log), dead_letters=others), "tallies_match", "boards_match",
+                 "dead_letter_match")
+    print(f"bombs {sizes}: peak RSS grew {grew_mb:.1f} MB (bound {limit >> 20} MiB)")
 
 
 def test_an_unknown_codec_is_refused_by_name(settings: Settings) -> None:

@@ -50,6 +50,17 @@ def test_every_private_name_exists_where_it_is_used(app: App) -> None:
     assert list(middlewares)[-1] == "a middleware"
 
 
+def test_the_names_bound_batches_replaces_exist() -> None:
+    modules = faust_compat.record_modules()
+    assert any("_crecords" in m.__name__ for m in modules)  # the compiled record modules, which aiokafka runs
+    for module in modules:
+        # the old formats (magic 0 and 1) have no zstd
+        wanted = [n for n in faust_compat.CODEC_NAMES if n != "zstd_decode" or "legacy" not in module.__name__]
+        assert all(callable(getattr(module, n, None)) for n in wanted), module.__name__
+    for owner, names in faust_compat.FETCHER_PRIVATE_NAMES.items():
+        assert all(hasattr(owner, n) for n in names), owner
+
+
 def test_the_consumer_faust_builds_waits_on_a_fetch_as_long_as_the_worker_says() -> None:
     async def built(wait_ms: int | None) -> Any:
         app = App("compat-test", broker="kafka://127.0.0.1:1", store="memory://")
