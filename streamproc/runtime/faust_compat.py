@@ -221,17 +221,16 @@ class _BoundedBatch:
     def __iter__(self) -> Iterator[Any]:
         batch = self._batch
         try:
-            records = iter(batch)
-            head = next(records, None)  # a batch is decompressed whole by its first record
+            if getattr(batch, "magic", 0) >= 2:
+                return iter(batch)  # decompressed here, whole: the records pass at the batch's own speed
+            return iter(list(batch))  # the old formats decompress at the first record
         except BatchTooLarge as exc:
-            first, last = batch.base_offset, batch.next_offset - 1
+            last = batch.next_offset - 1
+            first = getattr(batch, "base_offset", last)  # the old formats tell only the last
             detail = f"{exc}; offsets {first}..{last} ({last - first + 1} records) refused whole, unread"
             ts = getattr(batch, "max_timestamp", None)
-            yield _RefusedRecord(last, ts if ts is not None else -1, batch.timestamp_type, RefusedBatch(detail))
-            return
-        if head is not None:
-            yield head
-            yield from iter(records.__next__, None)  # not ``records`` itself: a compiled batch iterates once
+            return iter((_RefusedRecord(last, -1 if ts is None else ts, getattr(batch, "timestamp_type", 0),
+                                        RefusedBatch(detail)),))
 
 
 class _BoundedRecords:

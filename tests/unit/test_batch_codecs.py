@@ -16,6 +16,7 @@ import pytest
 from aiokafka import codec
 from aiokafka.consumer import fetcher
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition
 
@@ -115,6 +116,16 @@ def test_a_batch_past_the_bound_is_one_record_at_its_last_offset_and_the_next_ba
     assert refused.detail.endswith(f"past {LIMIT} bytes; offsets 0..2 (3 records) refused whole, unread")
     verdict = decode(refused, "live.views", None, None, max_bytes=65_536, max_future_ms=0)
     assert (verdict.reason, verdict.detail) == ("batch_too_large", refused.detail)
+
+
+@pytest.mark.parametrize("magic", [0, 1])
+def test_a_message_set_of_the_old_formats_past_the_bound_is_refused_too(bounded: None, magic: int) -> None:
+    builder = LegacyRecordBatchBuilder(magic=magic, compression_type=CODEC_IDS["gzip"], batch_size=2**31 - 1)
+    for i in range(3):
+        builder.append(i, timestamp=1_790_000_000_000 if magic else None, key=b"s-bomb", value=bytes(LIMIT))
+    (refused,) = consumed(at(bytes(builder.build()), 2))  # the broker gives a wrapper its last record's offset
+    assert refused.offset == 2 and type(refused.value) is RefusedBatch
+    assert refused.value.detail.endswith("offsets 2..2 (1 records) refused whole, unread")  # only the last is told
 
 
 def test_a_batch_within_the_bound_reads_exactly_as_without_it(bounded: None) -> None:
