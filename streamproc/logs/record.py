@@ -32,8 +32,10 @@ from typing import Any, Iterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streamproc.ingest.events import RefusedBatch
 from streamproc.logs.logfile import LogRecord, encode_line
 from streamproc.logs.progress import Progress, stop_on_signals
+from streamproc.runtime.faust_compat import bound_batches
 from streamproc.runtime.kafka import client_kwargs, topic_partitions
 from streamproc.runtime.topics import EVENT_TOPICS
 from streamproc.settings import Settings
@@ -186,6 +188,7 @@ async def record_async(
     stop = stop or asyncio.Event()
     started = time.monotonic()
     summary = RecordSummary(out=str(out))
+    bound_batches(settings.max_batch_bytes)  # a batch past it is skipped (warned, counted), as the worker refuses it
     consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=200)
     await consumer.start()
@@ -286,6 +289,10 @@ async def _assign(consumer: AIOKafkaConsumer, settings: Settings, topics: tuple[
 
 def _line(logical: str, msg: Any, skipped: Counter[str]) -> bytes | None:
     """The log line of one consumed message; None (counted, warned) if the format cannot hold it."""
+    if type(msg.value) is RefusedBatch:
+        skipped["batch_too_large"] += 1
+        log.warning("not recorded: %s/%s: %s", msg.topic, msg.partition, msg.value.detail)
+        return None
     if msg.key is not None:
         try:
             msg.key.decode("utf-8")

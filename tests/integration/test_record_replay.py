@@ -87,6 +87,35 @@ def test_replay_then_record_round_trip_keeps_every_value_and_key_byte_for_byte(b
     assert all(a.ts <= b.ts for a, b in zip(recorded, recorded[1:]))
 
 
+def test_a_batch_past_the_bound_is_skipped_by_the_recorder_with_a_reason_and_the_rest_recorded(
+        broker: Settings, tmp_path: Path) -> None:
+    """The recorder reads with the worker's bound (STREAMPROC_MAX_BATCH_BYTES): a zstd batch of zeros that
+    decompresses past it is not recorded, the summary counts it under ``batch_too_large``, and every
+    other record is recorded byte for byte."""
+    from aiokafka import AIOKafkaProducer
+
+    from streamproc.runtime.kafka import client_kwargs
+
+    log = tmp_path / "day.jsonl.zst"
+    troubled_log(log, 600, seed=8)
+    env = {**broker.to_env(), "STREAMPROC_MAX_BATCH_BYTES": str(1 << 20)}
+    assert summary_of(run_cli("replay", str(log), "--max", env=env))["sent"] == 600
+
+    async def bomb() -> None:
+        producer = AIOKafkaProducer(**client_kwargs(broker), compression_type="zstd", max_request_size=2**31 - 1)
+        await producer.start()
+        try:
+            await producer.send_and_wait(broker.topic("live.views"), bytes(64 << 20), key=b"s-bomb")
+        finally:
+            await producer.stop()
+
+    asyncio.run(bomb())
+    out = tmp_path / "recorded.jsonl.zst"
+    rec = summary_of(run_cli("record", "--topics", "live.views,live.likes,live.orders", "--out", str(out), env=env))
+    assert rec["records"] == 600 and rec["skipped"] == {"batch_too_large": 1}, rec
+    assert Counter(read_log(out)) == Counter(read_log(log))
+
+
 def _plain_lines(path: Path) -> list[bytes]:
     with open_log(path) as f:
         return f.read().splitlines()
