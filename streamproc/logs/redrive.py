@@ -11,7 +11,8 @@ A record of a big message holds only its first bytes (``"truncated": true``, wit
 ``size`` and ``sha256``). The redrive reads the original from the source topic at the record's
 topic/partition/offset and sends it only if its sha256 matches; one gone past the source topic's
 retention is reported, not sent. To send your own fix of such a record instead, give it the whole
-``value`` and set ``"truncated": false``.
+``value`` and set ``"truncated": false``. A record of a batch refused whole (``batch_too_large``: it
+decompressed past ``STREAMPROC_MAX_BATCH_BYTES``) holds none of its bytes and is reported, never sent.
 
 A redriven event is a new message at the end of its topic and counts like any other. Redriving the
 same record twice publishes it twice: orders are still counted once (order-id dedupe), views and likes
@@ -148,6 +149,10 @@ def plan(records: Iterable[dict[str, Any]], settings: Settings, *, force: bool =
         topic = rec.get("topic")
         if topic not in EVENT_TOPICS:
             out.invalid.append(f"record {i}: topic {topic!r} is not an event topic")
+            continue
+        if rec.get("reason") == "batch_too_large":  # not even --force: the record holds none of the batch's bytes
+            out.invalid.append(f"record {i}: a record batch refused whole, unread (batch_too_large); its "
+                               f"messages are in {topic} itself: {rec.get('detail', '')}"[:400])
             continue
         try:
             key, value = exact_bytes(rec, sources or {})

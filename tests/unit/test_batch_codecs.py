@@ -136,3 +136,19 @@ def test_a_batch_within_the_bound_reads_exactly_as_without_it(bounded: None) -> 
     assert [(r.offset, r.timestamp, r.key, r.value) for r in got] == [(r.offset, r.timestamp, r.key, r.value)
                                                                         for r in want]
     assert len(got) == 41
+
+
+def test_redrive_reports_a_refused_batch_as_invalid_and_never_sends_it() -> None:
+    from streamproc.ingest.deadletter import make_record
+    from streamproc.logs.redrive import plan
+    from streamproc.settings import Settings
+
+    detail = "zstd record batch of 6422 bytes decompresses past 1048576 bytes; offsets 4..9 (6 records) ..."
+    _, value = make_record("live.views", 3, 9, None, RefusedBatch(detail), 1_790_000_000_000,
+                           decode(RefusedBatch(detail), "live.views", None, None, max_bytes=1, max_future_ms=0))
+    rec = orjson.loads(value)
+    assert (rec["reason"], rec["size"], rec["truncated"]) == ("batch_too_large", 0, False)
+    for force in (False, True):
+        p = plan([rec], Settings(), force=force)
+        assert not p.ready and not p.refused and len(p.invalid) == 1, p
+        assert "batch_too_large" in p.invalid[0] and "offsets 4..9" in p.invalid[0]
