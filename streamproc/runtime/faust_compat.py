@@ -1,13 +1,14 @@
 """Every use of a Faust, aiokafka or aiohttp private name, in one place, written against pinned versions.
 
-The worker needs five things Faust has no public door for: a fetch loop that hands agents whole
-per-partition batches, the consumer's fetch wait (Faust fixes it at 1,500 ms), committing offsets it
-chose itself (checkpoints in ClickHouse are the truth; Faust never commits on its own here),
-middlewares on the web server (the bearer token, JSON errors and request metrics), and an answer of
-its own to the requests aiohttp refuses before any middleware runs. Each is done here and nowhere
-else, and the contract tests check every name this module touches (``PRIVATE_NAMES`` and
-``WEB_PRIVATE_NAMES``: ``tests/unit/test_faust_compat.py``), so an upgrade of faust-streaming, aiokafka
-or aiohttp fails a test instead of production.
+The worker needs six things Faust and aiokafka have no public door for: a fetch loop that hands agents
+whole per-partition batches, the consumer's fetch wait (Faust fixes it at 1,500 ms), committing offsets
+it chose itself (checkpoints in ClickHouse are the truth; Faust never commits on its own here), a bound
+on how far a fetched record batch may decompress, middlewares on the web server (the bearer token, JSON
+errors and request metrics), and an answer of its own to the requests aiohttp refuses before any
+middleware runs (and to connections past its bound). Each is done here and nowhere else, and the
+contract tests check every name this module touches (``PRIVATE_NAMES``, ``FETCHER_PRIVATE_NAMES``,
+``RECORD_MODULES`` and ``WEB_PRIVATE_NAMES``: ``tests/unit/test_faust_compat.py``), so an upgrade of
+faust-streaming, aiokafka or aiohttp fails a test instead of production.
 
 Written against faust-streaming ``PINNED["faust"]``, aiokafka ``PINNED["aiokafka"]`` (pyproject.toml)
 and aiohttp ``PINNED["aiohttp"]`` (constraints.txt).
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -228,9 +230,9 @@ class _BoundedBatch:
             last = batch.next_offset - 1
             first = getattr(batch, "base_offset", last)  # the old formats tell only the last
             detail = f"{exc}; offsets {first}..{last} ({last - first + 1} records) refused whole, unread"
-            ts = getattr(batch, "max_timestamp", None)
-            return iter((_RefusedRecord(last, -1 if ts is None else ts, getattr(batch, "timestamp_type", 0),
-                                        RefusedBatch(detail)),))
+            ts = getattr(batch, "max_timestamp", None)  # the old formats: none; the refusal's time then
+            ts = int(time.time() * 1000) if ts is None or ts < 0 else ts
+            return iter((_RefusedRecord(last, ts, getattr(batch, "timestamp_type", 0), RefusedBatch(detail)),))
 
 
 class _BoundedRecords:

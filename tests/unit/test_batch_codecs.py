@@ -10,6 +10,7 @@ batch's last offset, while a batch within it reads exactly as without the bound.
 from __future__ import annotations
 
 import gzip
+import time
 
 import orjson
 import pytest
@@ -125,6 +126,7 @@ def test_a_message_set_of_the_old_formats_past_the_bound_is_refused_too(bounded:
         builder.append(i, timestamp=1_790_000_000_000 if magic else None, key=b"s-bomb", value=bytes(LIMIT))
     (refused,) = consumed(at(bytes(builder.build()), 2))  # the broker gives a wrapper its last record's offset
     assert refused.offset == 2 and type(refused.value) is RefusedBatch
+    assert abs(refused.timestamp - time.time() * 1000) < 60_000  # none in the batch: the refusal's, not -1
     assert refused.value.detail.endswith("offsets 2..2 (1 records) refused whole, unread")  # only the last is told
 
 
