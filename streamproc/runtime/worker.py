@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import faust
 from faust.types import TP as FaustTP
@@ -146,8 +146,6 @@ class Worker:
             add_middleware(app, auth.bearer_middleware(s.web_token))
             log.info("web server requires a bearer token")
         server.register(app, self)
-        if self.metrics_listener is not None:
-            app.task(self.metrics_listener.start)
         passes = []  # what keeps the boards fresh, in the gap after each flush
         if s.rollup_interval_s > 0:
             passes.append(Pass("rollup", s.rollup_interval_s, lambda: rollup.tick(self.sink)))
@@ -574,7 +572,8 @@ def run_worker(settings: Settings, sink: Sink | None = None) -> int:
         # Faust resets the root logger when it starts: hand it ours when JSON is asked for (text keeps Faust's).
         config = logging_config(settings.log_level, settings.log_format) if settings.log_format == "json" else None
         return _run_faust(_faust_worker(worker.app, loglevel=settings.log_level, quiet=True, logging_config=config),
-                          owns_partitions=lambda: bool(worker.processor.states))
+                          owns_partitions=lambda: bool(worker.processor.states),
+                          first=worker.metrics_listener.start if worker.metrics_listener else None)
     finally:
         sink.close()  # before interpreter teardown: an embedded chDB left open crashes the exit
 
@@ -592,7 +591,8 @@ def _faust_worker(app: faust.App, **kwargs: Any) -> Any:
     return StreamprocFaustWorker(app, **kwargs)
 
 
-def _run_faust(fw: Any, owns_partitions: Callable[[], bool]) -> int:
+def _run_faust(fw: Any, owns_partitions: Callable[[], bool],
+               first: Callable[[], Awaitable[None]] | None = None) -> int:
     """Start Faust's worker and run its loop until a stop signal has stopped it; the exit status.
 
     Instead of ``execute_from_commandline``, whose teardown alone sleeps 1 to 2 s (a fixed sentinel
@@ -603,10 +603,19 @@ def _run_faust(fw: Any, owns_partitions: Callable[[], bool]) -> int:
     A worker that owns no partition yet (a signal during startup) has applied nothing and has nothing
     to flush; its consumer may be inside a group join, which Faust's stop would wait out (seconds on
     the embedded broker), so it gets only ``_IDLE_STOP_S``.
+
+    ``first`` runs on Faust's loop before Faust starts: the metrics listener, so that Prometheus sees a
+    worker from its first moments (a long restore, a group join), not from when Faust runs its tasks.
     """
     loop = fw.loop
     stop = lifecycle.stopper
-    main = asyncio.ensure_future(fw.start(), loop=loop)
+
+    async def run() -> None:
+        if first is not None:
+            await first()
+        await fw.start()
+
+    main = asyncio.ensure_future(run(), loop=loop)
     stopping: list[asyncio.Task] = []
 
     async def stop_faust() -> None:
