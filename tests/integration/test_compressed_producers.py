@@ -104,10 +104,10 @@ def test_a_batch_that_decompresses_past_the_bound_is_one_dead_letter_in_every_co
     nothing, and a 40 KB batch held a 1.2 GB value, which took a worker from 366 MB to 2.8 GB resident
     (a crash loop wherever memory is limited: the restarted worker fetches the same batch). Between two
     halves of a log, one such batch per codec, each far past STREAMPROC_MAX_BATCH_BYTES: each is one
-    dead letter (batch_too_large, at its offset), the worker's peak memory grows by less than the
-    smallest of them, and the log's tallies, boards and dead letters are the oracle's."""
+    dead letter (batch_too_large, at its offset), the worker's peak memory grows by less than half of
+    one, and the log's tallies, boards and dead letters are the oracle's."""
     limit = 8 << 20
-    sizes = {"gzip": 96 << 20, "snappy": 24 << 20, "lz4": 96 << 20, "zstd": 96 << 20}  # snappy compresses zeros ~1:20
+    sizes = dict.fromkeys(("gzip", "snappy", "lz4", "zstd"), 96 << 20)  # snappy: ~4.6 MB on the wire (Tansu takes it)
     log = recent_log(tmp_path / "log.jsonl", 6_000, seed=19)
     records = list(read_log(log))
     settings = settings.replace(max_batch_bytes=limit)
@@ -133,7 +133,7 @@ def test_a_batch_that_decompresses_past_the_bound_is_one_dead_letter_in_every_co
         assert r["topic"] == stack.settings.topic("live.views") and r["detail"].startswith(f"{codec} record batch of ")
         assert f"past {limit} bytes" in r["detail"] and r["size"] == 0, r
     assert 'streamproc_events_rejected_total{reason="batch_too_large"} 4.0' in page
-    assert grew_mb < min(sizes.values()) / 2**20, f"peak resident memory grew {grew_mb:.0f} MB"
+    assert grew_mb < 48, f"peak resident memory grew {grew_mb:.0f} MB"  # half a bomb; the bound's work is < 20
     others = [d for d in dead if orjson.loads(d.value)["reason"] != "batch_too_large"]
     assert_exact(reconcile(settings, str(log), dead_letters=others), "tallies_match", "boards_match",
                  "dead_letter_match")
