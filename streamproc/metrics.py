@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol, Sequence
 
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -31,6 +32,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
+    generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -41,6 +43,13 @@ from streamproc.core.state import ORDER_COLUMNS, TALLY_COLUMNS, Snapshot
 from streamproc.ingest.events import REASONS, TOPIC_OF_TYPE, TRANSPORT_REASONS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+EXPOSITION_TYPE = CONTENT_TYPE_LATEST.split(";")[0]  # the text format's media type, as /metrics answers it
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus's text format: the body of ``/metrics`` on the web and metrics ports."""
+    return generate_latest(REGISTRY)
+
 disable_created_metrics()  # a `_created` twin of every counter doubles the series and no rule reads it
 
 TYPE_OF_TOPIC = {topic: kind for kind, topic in TOPIC_OF_TYPE.items()}

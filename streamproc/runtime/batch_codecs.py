@@ -48,13 +48,13 @@ def decoders(limit: int) -> dict[str, Decode]:
             raise BatchTooLarge(codec, limit, len(payload))
 
     def gzip_decode(payload: bytes) -> bytes:
-        out, data = [], bytes(payload)
+        out, produced, data = [], 0, bytes(payload)
         while data:  # one gzip member after another, as GzipFile reads them
             d = zlib.decompressobj(wbits=31)
             while True:
-                room = limit + 1 - sum(map(len, out))
-                out.append(d.decompress(data, room))
-                check("gzip", sum(map(len, out)), payload)
+                out.append(d.decompress(data, limit + 1 - produced))
+                produced += len(out[-1])
+                check("gzip", produced, payload)
                 data = d.unconsumed_tail
                 if not data or d.eof:
                     break
@@ -78,13 +78,13 @@ def decoders(limit: int) -> dict[str, Decode]:
         return b"".join(bytes(cramjam.snappy.decompress_raw(b)) for b in blocks)
 
     def lz4_decode(payload: bytes) -> bytes:
-        out, data = [], bytes(payload)
+        out, produced, data = [], 0, bytes(payload)
         while data:  # one frame after another
             d = lz4.frame.LZ4FrameDecompressor()
             while not d.eof:
-                room = limit + 1 - sum(map(len, out))
-                out.append(d.decompress(data, max_length=min(room, _CHUNK)))
-                check("lz4", sum(map(len, out)), payload)
+                out.append(d.decompress(data, max_length=min(limit + 1 - produced, _CHUNK)))
+                produced += len(out[-1])
+                check("lz4", produced, payload)
                 data = b""  # the decompressor keeps what it has not used yet
                 if d.needs_input and not d.eof:
                     raise RuntimeError("truncated lz4 frame")
@@ -103,10 +103,9 @@ def decoders(limit: int) -> dict[str, Decode]:
             while not d.eof:
                 if pos >= len(data):
                     raise zstandard.ZstdError("truncated zstd frame")
-                piece = d.decompress(data[pos:pos + zstd_step])
+                out.append(d.decompress(data[pos:pos + zstd_step]))
                 pos += zstd_step
-                out.append(piece)
-                produced += len(piece)
+                produced += len(out[-1])
                 check("zstd", produced, payload)
             data = d.unused_data + data[pos:]
         return b"".join(out)

@@ -259,8 +259,9 @@ class _BoundedPartitionRecords(aiokafka_fetcher.PartitionRecords):
 def bound_batches(limit: int) -> None:
     """Decompress no fetched record batch past ``limit`` bytes, in every consumer of this process; a batch
     past it is refused whole (the module docstring). Idempotent; the last limit set holds."""
+    bounded = decoders(limit)
     for module in record_modules():
-        for name, decode in decoders(limit).items():
+        for name, decode in bounded.items():
             if hasattr(module, name):
                 setattr(module, name, decode)
     aiokafka_fetcher.PartitionRecords = _BoundedPartitionRecords

@@ -19,7 +19,6 @@ import socket
 from typing import Any, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamproc import metrics
 from streamproc.runtime.faust_compat import ConnectionBound, bounded_runner
@@ -44,7 +43,7 @@ class MetricsListener:
                               + ([auth.bearer_middleware(settings.web_token)] if settings.web_token else []))
 
         async def prometheus(request: web.Request) -> web.Response:
-            return web.Response(body=generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+            return web.Response(body=metrics.exposition(), content_type=metrics.EXPOSITION_TYPE)
 
         async def status_page(request: web.Request) -> web.Response:
             return web.json_response(status())

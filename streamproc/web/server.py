@@ -25,7 +25,6 @@ from typing import Any, Callable, Protocol
 
 import faust
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamproc import metrics
 from streamproc.boards import queries
@@ -89,7 +88,7 @@ def register(app: faust.App, worker: Served) -> None:
 
     @app.page("/metrics")
     async def prometheus(self: Any, request: Any) -> Any:
-        return self.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        return self.bytes(metrics.exposition(), content_type=metrics.EXPOSITION_TYPE)
 
     age = min(0.5, s.flush_interval_s / 2)  # requests within this share one answer and one data clock
     # past its age an answer is served while its successor is computed: for one more interval, or half an
