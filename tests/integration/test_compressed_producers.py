@@ -13,15 +13,16 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
-from support.helpers import assert_exact, recent_log, started
+from benchmarks.procstat import peak_rss_bytes
+from support.helpers import assert_exact, recent_log, send_zeros, started
 
 from streamproc.logs.logfile import read_log
 from streamproc.logs.produce import publish
-from streamproc.runtime.kafka import CODECS, client_kwargs, compression, read_topic
+from streamproc.runtime.kafka import CODECS, compression, read_topic
 from streamproc.runtime.topics import EVENT_TOPICS, partitions_of
 from streamproc.settings import Settings
 from streamproc.verify.demo import reconcile
@@ -77,27 +78,6 @@ def test_a_log_sent_in_every_codec_is_counted_exactly(settings: Settings, tmp_pa
     assert_exact(reconcile(settings, str(log), dead_letters=dead), "dead_letter_match")
 
 
-def hwm_kb(pid: int) -> int:
-    """Peak resident memory of a process so far (VmHWM), kB."""
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-
-
-async def send_bombs(settings: Settings, sizes: dict[str, int]) -> dict[str, tuple[int, int]]:
-    """One record of zeros per codec, ``sizes[codec]`` bytes before compression, to live.views:
-    where each landed, (partition, offset)."""
-    landed = {}
-    for codec, size in sizes.items():
-        producer = AIOKafkaProducer(**client_kwargs(settings), compression_type=codec, max_request_size=2**31 - 1)
-        await producer.start()
-        try:
-            md = await producer.send_and_wait(settings.topic("live.views"), bytes(size), key=b"s-bomb")
-            landed[codec] = (md.partition, md.offset)
-        finally:
-            await producer.stop()
-    return landed
-
-
 def test_a_batch_that_decompresses_past_the_bound_is_one_dead_letter_in_every_codec_and_memory_stays_bounded(
         settings: Settings, tmp_path: Path) -> None:
     """A producer's batch is checked by the broker at its compressed size only: zeros compress to almost
@@ -115,14 +95,14 @@ def test_a_batch_that_decompresses_past_the_bound_is_one_dead_letter_in_every_co
         worker = started(stack.worker())
         first = asyncio.run(publish(records[:3_000], stack.settings))
         wait_flushed([worker], first.last_offsets)
-        peak_before = hwm_kb(worker.proc.pid)
-        landed = asyncio.run(send_bombs(stack.settings, sizes))
+        peak_before = peak_rss_bytes(worker.proc.pid)
+        landed = {codec: send_zeros(stack.settings, codec, size) for codec, size in sizes.items()}
         rest = asyncio.run(publish(records[3_000:], stack.settings))
         last = {**first.last_offsets}
         for tp, offset in [*rest.last_offsets.items(), *((("live.views", p), o) for p, o in landed.values())]:
             last[tp] = max(offset, last.get(tp, -1))
         wait_flushed([worker], last)
-        grew_mb = (hwm_kb(worker.proc.pid) - peak_before) / 1024
+        grew_mb = (peak_rss_bytes(worker.proc.pid) - peak_before) / 2**20
         page = worker.get("/metrics", 5).decode()
         dead = asyncio.run(read_topic(stack.settings, "live.deadletter"))
         worker.stop()

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from support.helpers import ROOT, assert_exact
+from support.sockets import read_to_end
 
 from streamproc.logs.logfile import read_log, write_log
 from streamproc.logs.produce import PublishResult, publish
@@ -257,11 +258,7 @@ def test_a_reader_who_fills_the_web_port_is_alerted_on_while_prometheus_scrapes_
     web = (settings.web_host, settings.web_port)
 
     def refused_once() -> None:
-        with socket.create_connection(web, timeout=5) as s:
-            s.settimeout(5)
-            answer = b""
-            while chunk := s.recv(4096):
-                answer += chunk
+        answer = read_to_end(socket.create_connection(web, timeout=5), timeout_s=5)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
 
     with Stack(settings, tmp_path / "logs") as stack:

@@ -1,7 +1,8 @@
 """Readers cannot starve the pipeline (issue 11): a burst of clients against a real worker (embedded
 broker, Faust, chDB) fed while the clients hammer it gets exact boards or a quick 429, while the worker
 keeps flushing on cadence; a reader that holds connections gets a bound (also against a burst queued
-while the worker was stopped), 503s and idle closes, and the worker stays exact. The store lock and the API gate alone: tests/unit/test_readers.py.
+while the worker was stopped), 503s and idle closes, and the worker stays exact. The store lock and the
+API gate alone: tests/unit/test_readers.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import orjson
 import pytest
 from support.helpers import assert_exact, isolated_settings, recent_log, started
 from support.leaderboard_data import START_MS, Oracle, build_log, get_json, settled_worker
-from support.sockets import established
+from support.sockets import established, read_to_end
 
 from streamproc.verify.chaos import Feeder, consumed, frozen, metric_values, wait_for
 from streamproc.verify.demo import reconcile
@@ -173,7 +174,8 @@ def test_held_connections_are_bounded_refused_with_503_closed_when_idle_and_the_
             body = orjson.loads(refused[0].split(b"\r\n\r\n", 1)[1])
             assert body == {"error": f"busy: the server holds {MAX_CONNECTIONS} connections already",
                             "status": 503, "retry_after_s": 1}
-            assert all(read_to_end(s) == b"" for s in held)  # closed by the server, idle or half sent
+            # closed by the server, idle or half sent
+            assert all(read_to_end(s, IDLE_TIMEOUT_S + 10) == b"" for s in held)
             status, board = get_json(worker.url + "/api/leaderboard?metric=gmv&window=today")
             assert status == 200 and board["rows"], (status, board)
         wait_flushed([worker], feed.result.last_offsets)
@@ -210,13 +212,3 @@ def test_a_burst_of_connections_queued_while_the_worker_was_stopped_is_held_to_t
         assert metric_values(worker)["streamproc_api_connections_refused_total"] == 100 - MAX_CONNECTIONS
         worker.stop()
         assert_exact(reconcile(stack.settings, str(tmp_path / "events.jsonl.zst")), "tallies_match", "boards_match")
-
-
-def read_to_end(s: socket.socket, timeout_s: float = IDLE_TIMEOUT_S + 10) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    s.settimeout(timeout_s)
-    out = b""
-    while chunk := s.recv(65536):
-        out += chunk
-    s.close()
-    return out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support.helpers import CLI, ROOT, assert_exact, like, record, run_cli, summary_of
+from support.helpers import CLI, ROOT, assert_exact, like, record, run_cli, send_zeros, summary_of
 
 from streamproc.logs.logfile import LogRecord, encode_line, open_log, read_log, write_log
 from streamproc.logs.produce import PublishResult, publish
@@ -92,24 +92,12 @@ def test_a_batch_past_the_bound_is_skipped_by_the_recorder_with_a_reason_and_the
     """The recorder reads with the worker's bound (STREAMPROC_MAX_BATCH_BYTES): a zstd batch of zeros that
     decompresses past it is not recorded, the summary counts it under ``batch_too_large``, and every
     other record is recorded byte for byte."""
-    from aiokafka import AIOKafkaProducer
-
-    from streamproc.runtime.kafka import client_kwargs
-
     log = tmp_path / "day.jsonl.zst"
     troubled_log(log, 600, seed=8)
     env = {**broker.to_env(), "STREAMPROC_MAX_BATCH_BYTES": str(1 << 20)}
     assert summary_of(run_cli("replay", str(log), "--max", env=env))["sent"] == 600
 
-    async def bomb() -> None:
-        producer = AIOKafkaProducer(**client_kwargs(broker), compression_type="zstd", max_request_size=2**31 - 1)
-        await producer.start()
-        try:
-            await producer.send_and_wait(broker.topic("live.views"), bytes(64 << 20), key=b"s-bomb")
-        finally:
-            await producer.stop()
-
-    asyncio.run(bomb())
+    send_zeros(broker, "zstd", 64 << 20)
     out = tmp_path / "recorded.jsonl.zst"
     rec = summary_of(run_cli("record", "--topics", "live.views,live.likes,live.orders", "--out", str(out), env=env))
     assert rec["records"] == 600 and rec["skipped"] == {"batch_too_large": 1}, rec

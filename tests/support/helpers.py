@@ -184,3 +184,25 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def send_zeros(settings: Settings, codec: str, size: int, topic: str = "live.views",
+               key: bytes = b"s-bomb") -> tuple[int, int]:
+    """One record of ``size`` zero bytes compressed with ``codec``, the batch of a decompression bomb:
+    where it landed, (partition, offset)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from streamproc.runtime.kafka import client_kwargs
+
+    async def send() -> tuple[int, int]:
+        producer = AIOKafkaProducer(**client_kwargs(settings), compression_type=codec, max_request_size=2**31 - 1)
+        await producer.start()
+        try:
+            md = await producer.send_and_wait(settings.topic(topic), bytes(size), key=key)
+            return md.partition, md.offset
+        finally:
+            await producer.stop()
+
+    return asyncio.run(send())

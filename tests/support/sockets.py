@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Iterator
 
@@ -27,3 +28,13 @@ def listening_hosts(port: int) -> list[str]:
 def established(port: int) -> int:
     """Established connections whose local end is ``port``: a server's ends of its connections."""
     return sum(state == ESTABLISHED for _, state in _local(port))
+
+
+def read_to_end(s: socket.socket, timeout_s: float) -> bytes:
+    """Everything a server sends on ``s`` until it closes the connection; ``s`` is closed then."""
+    s.settimeout(timeout_s)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    return out
