@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from streamproc import __version__
-from streamproc.core.state import ORDER_COLUMNS, TALLY_COLUMNS, Snapshot
+from streamproc.core.state import MAX_TS, ORDER_COLUMNS, Snapshot
 from streamproc.ingest.events import REASONS, TOPIC_OF_TYPE, TRANSPORT_REASONS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -232,7 +232,6 @@ _REJECTED = {reason: REJECTED.labels(reason) for reason in REASONS + TRANSPORT_R
 for _phase in ("assigned", "revoked"):
     REBALANCES.labels(_phase)
 
-_MAX_TS = TALLY_COLUMNS.index("max_ts")
 _STATUS = ORDER_COLUMNS.index("status")
 _AMOUNT = ORDER_COLUMNS.index("amount_fen")
 
@@ -270,12 +269,12 @@ def record_flush(snaps: Sequence[Snapshot], duration_s: float, now: float | None
     Returns the number of window rows written.
     """
     now = time.time() if now is None else now
-    FRESHNESS.observe_many([max(0.0, now - row[_MAX_TS] / 1000) for snap in snaps for row in snap.tallies])
+    FRESHNESS.observe_many([max(0.0, now - ms / 1000) for snap in snaps for ms in snap.slots[MAX_TS]])
     APPEND_FRESHNESS.observe_spans(appended, now)
     rows = 0
     paid = refunded = paid_fen = refunded_fen = 0
     for snap in snaps:
-        rows += len(snap.tallies)
+        rows += len(snap.keys)
         for order in snap.orders:
             if order[_STATUS] == "paid":
                 paid += 1

@@ -281,7 +281,7 @@ def apply_batch(st: PartitionState, topic: str, partition: int, records: Sequenc
                     k = (start, sid)
                     if acc[DIRTY] != gen:
                         acc[DIRTY] = gen
-                        dirty(k)
+                        dirty(acc)
                     acc[TOUCHED] = now
                     ws, seen = start, None
                     if wm is None or hi > wm:
@@ -376,7 +376,7 @@ def apply_batch(st: PartitionState, topic: str, partition: int, records: Sequenc
                     ws, seen = start, None
                     if acc[DIRTY] != gen:  # from here on the unit cannot fail
                         acc[DIRTY] = gen
-                        dirty(k)
+                        dirty(acc)
                     acc[TOUCHED] = now
                 lag = wm  # the watermark before this event: an order behind it by more than the lateness corrects
                 if wm is None or ts > wm:

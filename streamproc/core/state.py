@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 from operator import itemgetter
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 from streamproc.core.windows import WINDOW_MS, is_late, window_start
 from streamproc.ingest.events import TOPIC_OF_TYPE, Like, Order, View
@@ -27,12 +27,13 @@ from streamproc.settings import Settings
 # Slots of a window accumulator (a plain list: cheaper than an object per window on the hot path).
 (EVENTS, ENTERS, LEAVES, PEAK, CLOSE, LIKES, PAID, REFUNDED, ITEMS, GMV, REFUND, MAX_TS, LAST_OFFSET) = range(13)
 N_SLOTS = 13
-# Two more slots the state keeps for itself (never written to the sink), so that the hot path changes one
+# Three more slots the state keeps for itself (never written to the sink), so that the hot path changes one
 # list per event instead of probing two more tables: the monotonic time (ns) an event last changed the
-# window (idle close), and the snapshot generation in which it last changed: ``PartitionState.generation``
-# if it changed since the last snapshot (then its key is in ``dirty``), anything lower if not.
-TOUCHED, DIRTY = N_SLOTS, N_SLOTS + 1
-ACC_SLOTS = N_SLOTS + 2
+# window (idle close); the snapshot generation in which it last changed: ``PartitionState.generation``
+# if it changed since the last snapshot (then the accumulator is in ``dirty``), anything lower if not;
+# and the window's key, so that a snapshot is one ``zip`` over ``dirty`` with no lookup of the windows.
+TOUCHED, DIRTY, KEY = N_SLOTS, N_SLOTS + 1, N_SLOTS + 2
+ACC_SLOTS = N_SLOTS + 3
 
 # Column order of a tallies_10s row as the sink writes it.
 TALLY_COLUMNS = (
@@ -46,6 +47,9 @@ ORDER_COLUMNS = (
     "src_topic", "src_partition", "src_offset", "src_index", "order_id", "status", "ts", "window_start", "streamer_id",
     "session_id", "viewer_id", "product_id", "category", "quantity", "amount_fen",
 )
+
+# The accumulator slots of TALLY_COLUMNS after max_ts, in that order
+_TALLY_SLOTS = (EVENTS, ENTERS, LEAVES, PEAK, CLOSE, LIKES, PAID, REFUNDED, ITEMS, GMV, REFUND)
 
 WindowKey = tuple[int, str]  # (window_start_ms, streamer_id)
 _touched = itemgetter(TOUCHED)
@@ -67,21 +71,38 @@ class Rules:
 
 @dataclass
 class Snapshot:
-    """What one flush of one partition writes; rows are copies, so the state may move on meanwhile."""
+    """What one flush of one partition writes, held as columns: copies, so the state may move on meanwhile.
+
+    At 100k streamers nearly every event changes a window of its own, so a flush carries about a row per
+    event. Held as a tuple per row, those rows cost the event loop a tuple each to build, the flush
+    thread a transposition to encode, and the garbage collector a visit each; as columns (one ``zip``
+    over the windows' accumulators) none of that happens (docs/SCALING.md, "Snapshots as columns, inserts as Arrow").
+    """
 
     topic: str
     partition: int
     offset: int
-    tallies: list[tuple]
-    viewers: list[tuple]  # (window start, streamer, [viewer ids]): one row per window
+    keys: Sequence[WindowKey]  # the windows changed since the last flush: one tallies_10s row each
+    slots: list[tuple[int, ...]]  # slots[EVENTS][i] is keys[i]'s events (every accumulator slot, in slot order)
+    viewers: dict[WindowKey, dict[str, None]]  # each window's viewers new since the last flush, handed over
     orders: list[tuple]
-    keys: set[WindowKey] = field(default_factory=set)
     viewer_ids: int = 0  # how many ids ``viewers`` holds
 
     @property
     def rows(self) -> int:
         """What the snapshot holds for the sink, counted as the bound on buffered rows counts."""
-        return len(self.tallies) + self.viewer_ids + len(self.orders)
+        return len(self.keys) + self.viewer_ids + len(self.orders)
+
+    def tally_columns(self) -> list[Sequence]:
+        """The window rows as columns in ``TALLY_COLUMNS`` order (times in ms)."""
+        n, slots = len(self.keys), self.slots
+        return [[k[0] for k in self.keys], [k[1] for k in self.keys], [self.topic] * n, [self.partition] * n,
+                [self.offset] * n, slots[LAST_OFFSET], slots[MAX_TS], *(slots[i] for i in _TALLY_SLOTS)]
+
+    @property
+    def tallies(self) -> list[tuple]:
+        """The window rows, one tuple each in ``TALLY_COLUMNS`` order (for readers of single rows)."""
+        return list(zip(*self.tally_columns()))
 
 
 class PartitionState:
@@ -103,7 +124,7 @@ class PartitionState:
         # no open window was last changed before this (monotonic ns): until ``idle_close_ms`` has passed
         # it, no window can be idle, and eviction needs no pass over every window (see ``flush_done``)
         self.idle_floor = 0
-        self.dirty: list[WindowKey] = []  # the windows whose DIRTY slot is ``generation``, in the order they changed
+        self.dirty: list[list] = []  # the accumulators whose DIRTY slot is ``generation``, in the order they changed
         self.generation = 1  # of snapshots: each takes the windows of this one and starts the next
         self.watermark: dict[str, int] = {}  # streamer -> highest accepted event time
         self.concurrent: dict[str, int] = {}  # streamer -> running enters - leaves, in log order
@@ -206,7 +227,7 @@ class PartitionState:
                 )
         if acc[DIRTY] != self.generation:
             acc[DIRTY] = self.generation
-            self.dirty.append(key)
+            self.dirty.append(acc)
         acc[TOUCHED] = time.monotonic_ns()
         self._done(offset, index, last)
         return True
@@ -248,9 +269,8 @@ class PartitionState:
             acc = self.loader(self.topic, self.partition, key)
             self.reopens[1] += 1
         if acc is None:
-            acc = [0] * ACC_SLOTS
-        else:
-            acc[N_SLOTS:] = (0, 0)  # the sink's slots, and the state's own
+            acc = [0] * N_SLOTS
+        acc[N_SLOTS:] = (0, 0, key)  # the state's own slots after the sink's
         self.windows[key] = acc
         streamers = self.by_start.get(key[0])
         if streamers is None:
@@ -266,21 +286,10 @@ class PartitionState:
         a message is half applied (its checkpoint could not say which part is in)."""
         if (self.offset == self.flushed_offset and not self.dirty) or self.half_applied:
             return None
-        version = self.offset
-        topic, part = self.topic, self.partition
         gen = self.generation
-        windows = self.windows
-        if len(self.dirty) * 4 < len(windows):  # a few changed among many (100k streamers): look them up
-            changed: Iterable[tuple[WindowKey, list[int]]] = ((k, windows[k]) for k in self.dirty)
-        else:  # most changed: a pass over the windows reading a slot costs less than a lookup of each
-            changed = ((k, acc) for k, acc in windows.items() if acc[DIRTY] == gen)
-        rows = [
-            (k[0], k[1], topic, part, version, acc[LAST_OFFSET], acc[MAX_TS], acc[EVENTS], acc[ENTERS], acc[LEAVES],
-             acc[PEAK], acc[CLOSE], acc[LIKES], acc[PAID], acc[REFUNDED], acc[ITEMS], acc[GMV], acc[REFUND])
-            for k, acc in changed
-        ]
-        viewers = [(k[0], k[1], list(seen)) for k, seen in self.viewer_sets.items()]
-        snap = Snapshot(topic, part, version, rows, viewers, self.pending_orders, set(self.dirty), self.new_viewers)
+        slots = list(zip(*self.dirty)) if self.dirty else [()] * ACC_SLOTS
+        snap = Snapshot(self.topic, self.partition, self.offset, slots[KEY], slots, self.viewer_sets,
+                        self.pending_orders, self.new_viewers)
         self.dirty, self.pending_orders = [], []
         self.viewer_sets, self.new_viewers = {}, 0
         self.generation = gen + 1  # every window is clean at once
@@ -292,15 +301,17 @@ class PartitionState:
             acc = self.windows.get(key)
             if acc is not None and acc[DIRTY] != self.generation:
                 acc[DIRTY] = self.generation
-                self.dirty.append(key)
+                self.dirty.append(acc)
         sets = self.viewer_sets
-        for start, streamer, ids in snap.viewers:
-            seen = sets.get((start, streamer))
+        for key, ids in snap.viewers.items():
+            seen = sets.get(key)
             if seen is None:
-                seen = sets[(start, streamer)] = {}
-            held = len(seen)
-            seen.update(dict.fromkeys(ids))
-            self.new_viewers += len(seen) - held
+                sets[key] = dict(ids)  # a copy: the snapshot's sets stay as they were taken
+                self.new_viewers += len(ids)
+            else:
+                held = len(seen)
+                seen.update(ids)
+                self.new_viewers += len(seen) - held
         self.pending_orders = snap.orders + self.pending_orders
 
     def flush_done(self, snap: Snapshot | None, now: float | None = None) -> int:
@@ -351,7 +362,7 @@ class PartitionState:
         if self.orders_seen:  # whose watermark may have risen: the streamers of the windows changed since
             if snap is not None:
                 self.wm_moved.update(k[1] for k in snap.keys)
-            self.wm_moved.update(k[1] for k in self.dirty)
+            self.wm_moved.update(acc[KEY][1] for acc in self.dirty)
         if len(self.orders_seen) > 1024:  # forget an order once no copy of it could be accepted any more
             self._forget_orders(rules.order_dedupe_horizon_ms)
         return len(gone)
@@ -405,8 +416,8 @@ class PartitionState:
         for start, streamer in windows:
             self.by_start.setdefault(start, {})[streamer] = None
         self.idle_floor = now
-        for acc in windows.values():
-            acc[N_SLOTS:] = (now, 0)  # the sink's slots, and the state's own
+        for key, acc in windows.items():
+            acc[N_SLOTS:] = (now, 0, key)  # the state's own slots after the sink's
         for streamer, (wm, conc) in streamers.items():
             self.watermark[streamer] = wm
             self.concurrent[streamer] = conc

@@ -1,7 +1,7 @@
 """The sink: snapshot rows, checkpoints and restore, as SQL shared by every ClickHouse driver.
 
 Drivers (``chdb.py`` in-process, ``clickhouse.py`` over HTTP) only know how to run a statement, fetch
-rows and send a JSONCompactColumns payload; everything that decides what is written and read back lives
+rows and send an insert block (``blocks.py``); everything that decides what is written and read back lives
 here once, so the embedded default and a production server behave the same.
 """
 
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import logging
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
-
-import orjson
 
 from streamproc.core.state import (
     CLOSE,
@@ -40,6 +39,7 @@ from streamproc.core.state import (
     WindowKey,
 )
 from streamproc.resources import data_path
+from streamproc.store import blocks
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ DDL_DIR = data_path("schemas/clickhouse")
 MIGRATIONS_TABLE_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime DEFAULT now()) "
                         "ENGINE = ReplacingMergeTree ORDER BY name")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TIME_COLUMNS = {"window_start", "max_ts", "ts"}  # DateTime64(3): sent as seconds with a fraction
 _ACC_SELECT = (
     "events, enters, leaves, concurrent_peak, concurrent_close, likes, orders_paid, orders_refunded, items, "
     "gmv_fen, refund_fen, toUnixTimestamp64Milli(max_ts), last_offset"
@@ -56,7 +55,6 @@ _ACC_SELECT = (
 _ACC_SLOTS = (EVENTS, ENTERS, LEAVES, PEAK, CLOSE, LIKES, PAID, REFUNDED, ITEMS, GMV, REFUND, MAX_TS, LAST_OFFSET)
 
 
-INSERT_FORMAT = "JSONCompactColumns"
 # No two rows of a flush share a sorting key in one insert (one row per window, partition and flush; the
 # views group by their key), so the merge ClickHouse runs on every inserted block of a Replacing or
 # Aggregating table finds nothing to collapse. Skipped, a drain held back by the sink (100k streamers)
@@ -86,20 +84,18 @@ def is_reading() -> bool:
     return _READING.get()
 
 
-def encode_columns(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
-    """Rows as one JSONCompactColumns block (an array per column); one encoder for every driver.
+def tally_columns(snaps: Sequence[Snapshot]) -> list[Sequence[Any]]:
+    """The window rows of a flush as columns in TALLY_COLUMNS order, every partition's in one block."""
+    if len(snaps) == 1:
+        return snaps[0].tally_columns()
+    return [list(itertools.chain.from_iterable(c)) for c in zip(*(s.tally_columns() for s in snaps))]
 
-    A flush runs in a thread that shares the GIL with the consuming event loop, so its Python work
-    slows both: the whole block is one orjson call (4x cheaper than a call per row, and ClickHouse
-    parses columns 2x faster). DateTime64(3) values travel as seconds with a fraction, because
-    ClickHouse reads a bare integer as seconds; ms / 1000 is exact here (13 significant digits
-    round-trip through a double).
-    """
-    cols: list[Any] = list(zip(*rows))
-    for i, c in enumerate(columns):
-        if c in _TIME_COLUMNS:
-            cols[i] = [ms / 1000 for ms in cols[i]]
-    return orjson.dumps(cols)
+
+def viewer_columns(snaps: Sequence[Snapshot]) -> list[list[Any]]:
+    """The new viewers of a flush as columns in VIEWER_COLUMNS order: the ids of each window as the
+    snapshot holds them (a dict used as a set), which ``blocks.encode`` turns into arrays."""
+    keys = [k for s in snaps for k in s.viewers]
+    return [[k[0] for k in keys], [k[1] for k in keys], [ids for s in snaps for ids in s.viewers.values()]]
 
 
 @dataclass
@@ -125,6 +121,7 @@ class Sink(ABC):
     # to a reader: a server runs inserts concurrently and a slow one commits late. Rollup passes read
     # marks this far back, and readers treat marks this recent as not rolled (see boards/rollup.py).
     visibility_lag_ms = 5_000
+    insert_format = blocks.JSON  # what insert_encoded sends (store/blocks.py)
 
     def __init__(self, database: str) -> None:
         if not _IDENT.match(database):
@@ -172,7 +169,13 @@ class Sink(ABC):
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                settings: Mapping[str, int] | None = None) -> None:
         if rows:
-            self.insert_encoded(table, columns, encode_columns(columns, rows), settings)
+            self.insert_columns(table, columns, list(zip(*rows)), settings)
+
+    def insert_columns(self, table: str, columns: Sequence[str], values: Sequence[Sequence[Any]],
+                       settings: Mapping[str, int] | None = None) -> None:
+        """Insert ``values``, one sequence per column of ``columns``; nothing if they are empty."""
+        if values and len(values[0]):
+            self.insert_encoded(table, columns, blocks.encode(self.insert_format, columns, values), settings)
 
     # -- flush -----------------------------------------------------------------------------------
 
@@ -184,9 +187,9 @@ class Sink(ABC):
         (and writes again what that insert's views derive, which may not have landed: ``_rewrite_views``).
         """
         settings = FLUSH_INSERT_SETTINGS
-        self.insert("viewer_sets_in", VIEWER_COLUMNS, [r for s in snaps for r in s.viewers], settings)
+        self.insert_columns("viewer_sets_in", VIEWER_COLUMNS, viewer_columns(snaps), settings)
         self.insert("orders", ORDER_COLUMNS, [r for s in snaps for r in s.orders], settings)
-        self.insert("tallies_10s", TALLY_COLUMNS, [r for s in snaps for r in s.tallies], settings)
+        self.insert_columns("tallies_10s", TALLY_COLUMNS, tally_columns(snaps), settings)
         self.insert("checkpoints", ("src_topic", "src_partition", "last_offset"),
                     [(s.topic, s.partition, s.offset) for s in snaps if s.offset >= 0], settings)
 

@@ -21,7 +21,7 @@ import urllib3.exceptions
 
 from streamproc import metrics
 from streamproc.settings import Settings
-from streamproc.store.base import INSERT_FORMAT, Sink, is_reading
+from streamproc.store.base import Sink, is_reading
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class ClickHouseSink(Sink):
     def insert_encoded(self, table: str, columns: Sequence[str], payload: bytes,
                        settings: Mapping[str, int] | None = None) -> None:
         self._call(f"INSERT {table}", lambda c: c.raw_insert(table, list(columns), insert_block=payload,
-                                                             settings=dict(settings or {}), fmt=INSERT_FORMAT))
+                                                             settings=dict(settings or {}), fmt=self.insert_format))
 
     def close(self) -> None:
         self._client.close()

@@ -207,9 +207,11 @@ class KilledInFlush:
         if self.writes == self.at:
             raise Killed
 
-    def insert(self, table: str, columns: Any, rows: Any, settings: Any = None) -> None:
+    insert = Sink.insert  # rows become columns here, then go through insert_columns below
+
+    def insert_columns(self, table: str, columns: Any, values: Any, settings: Any = None) -> None:
         if table != self.table or self.writes != self.at:
-            return self.sink.insert(table, columns, rows, settings)
+            return self.sink.insert_columns(table, columns, values, settings)
         if self.views_lost:
             (views,), = self.sink.rows("SELECT dependencies_table FROM system.tables "
                                        "WHERE database = currentDatabase() AND name = {t:String}", {"t": table})
@@ -217,7 +219,7 @@ class KilledInFlush:
             for view in views:
                 self.sink.command(f"DETACH TABLE {view}")
             try:
-                self.sink.insert(table, columns, rows, settings)
+                self.sink.insert_columns(table, columns, values, settings)
             finally:
                 for view in views:
                     self.sink.command(f"ATTACH TABLE {view}")

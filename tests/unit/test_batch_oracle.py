@@ -29,7 +29,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from streamproc.core.batch import apply_batch, apply_batch_reference, pack_units
-from streamproc.core.state import N_SLOTS, TOUCHED, PartitionState, Snapshot
+from streamproc.core.state import KEY, N_SLOTS, TOUCHED, PartitionState, Snapshot
 from streamproc.ingest.events import _FAST, TOPIC_DECODERS
 from streamproc.ingest.pack import message_units
 from streamproc.logs.packs import pack_records
@@ -216,7 +216,7 @@ def view_of(proc: Processor) -> dict[str, Any]:
             "offset": s.offset, "unit": s.unit, "flushed_offset": s.flushed_offset,
             # every slot but TOUCHED, the wall clock of the last change (it closes idle windows, no verdict)
             "windows": {k: acc[:TOUCHED] + acc[TOUCHED + 1:] for k, acc in s.windows.items()},
-            "window_order": list(s.windows), "dirty": s.dirty,
+            "window_order": list(s.windows), "dirty": [acc[KEY] for acc in s.dirty],
             "watermark": s.watermark, "concurrent": s.concurrent, "stored_upto": s.stored_upto,
             "orders_seen": s.orders_seen, "order_order": list(s.orders_seen), "viewer_sets": s.viewer_sets,
             "new_viewers": s.new_viewers, "pending_orders": s.pending_orders, "max_ts": s.max_ts,
@@ -231,7 +231,7 @@ def dead_of(proc: Processor) -> list[tuple[bytes, dict]]:
 
 
 def snapshots_of(snaps: list[Snapshot]) -> list[tuple]:
-    return [(s.topic, s.partition, s.offset, sorted(s.tallies), s.viewers, s.viewer_ids, s.orders, s.keys)
+    return [(s.topic, s.partition, s.offset, sorted(s.tallies), s.viewers, s.viewer_ids, s.orders, sorted(s.keys))
             for s in snaps]
 
 
