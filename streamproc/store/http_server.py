@@ -34,6 +34,7 @@ _TRANSPORT = {
 }
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FORMAT_RE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
+_INSERT_FORMAT_RE = re.compile(r"^\s*(INSERT\b.*?)\s+FORMAT\s+([A-Za-z0-9_]+)\s*$", re.IGNORECASE | re.DOTALL)
 _CODE_RE = re.compile(r"Code:\s*(\d+)")
 
 
@@ -72,7 +73,12 @@ class ChdbHttpServer:
             # the form a client sends when the query or its parameters are too long for a URL: the
             # server reads `query` and `param_*` from the form as from the URL
             q = MultiDict(q)
-            q.extend((k, v) for k, v in (await request.post()).items() if isinstance(v, str))
+            try:
+                form = await request.post()
+            except (UnicodeDecodeError, ValueError) as exc:
+                return web.Response(status=400, text=f"Code: 27. DB::Exception: cannot read the form: {exc}\n",
+                                    headers={"X-ClickHouse-Exception-Code": "27"})
+            q.extend((k, v) for k, v in form.items() if isinstance(v, str))
             body = b""
         else:
             body = await request.read()
@@ -82,18 +88,36 @@ class ChdbHttpServer:
         except Exception as exc:  # a body we cannot read is the client's error, not ours
             return web.Response(status=400, text=f"Code: 354. DB::Exception: cannot decompress {encoding}: {exc}\n")
         sql = q.get("query")
-        sql = (sql + "\n" + body.decode() if body else sql) if sql else body.decode()
         params = {k[6:]: v for k, v in q.items() if k.startswith("param_")}
+        # An INSERT with FORMAT takes its data from the body, in any format (binary ones too): the
+        # statement in the URL and the data alone in the body, or the statement as the body's first line
+        data, insert = None, None
+        if sql and body and not params:
+            insert, data = _INSERT_FORMAT_RE.match(sql), body
+        elif not sql and body:
+            head, newline, rest = body.partition(b"\n")
+            insert, data = _INSERT_FORMAT_RE.match(head.decode(errors="replace")) if newline else None, rest
+        if insert:
+            sql = insert.group(1)
+        else:
+            data = None
+            try:
+                sql = (sql + "\n" + body.decode() if body else sql) if sql else body.decode()
+            except UnicodeDecodeError as exc:
+                return web.Response(status=400, text=f"Code: 27. DB::Exception: the query is not UTF-8: {exc}\n",
+                                    headers={"X-ClickHouse-Exception-Code": "27"})
         settings = {k: v for k, v in q.items() if k not in _TRANSPORT and not k.startswith("param_")}
         database = q.get("database") or request.headers.get("X-ClickHouse-Database") or "default"
         fmt = q.get("default_format") or request.headers.get("X-ClickHouse-Format") or "TabSeparated"
         m = _FORMAT_RE.search(sql) if not sql.lstrip()[:6].upper() == "INSERT" else None
         if m:
             fmt = m.group(1)
+        if insert:
+            fmt = insert.group(2)
         import asyncio
 
         try:
-            out = await asyncio.to_thread(self._run, sql, params, settings, database, fmt)
+            out = await asyncio.to_thread(self._run, sql, params, settings, database, fmt, data)
         except Exception as exc:
             text = str(exc)
             code = _CODE_RE.search(text)
@@ -104,7 +128,10 @@ class ChdbHttpServer:
         return web.Response(body=out, headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Summary": "{}",
                                                "Content-Type": "text/plain; charset=UTF-8"})
 
-    def _run(self, sql: str, params: dict[str, str], settings: dict[str, str], database: str, fmt: str) -> bytes:
+    def _run(self, sql: str, params: dict[str, str], settings: dict[str, str], database: str, fmt: str,
+             data: bytes | None = None) -> bytes:
+        """Run ``sql``; with ``data``, ``sql`` is an INSERT without its FORMAT clause and ``data`` its rows
+        in ``fmt``, streamed into chDB as they came."""
         with self._lock:
             if database != self._database:
                 if not _SETTING_NAME.match(database):
@@ -115,6 +142,11 @@ class ChdbHttpServer:
                 if self._applied.get(name) != value and _SETTING_NAME.match(name):
                     self._conn.query(f"SET {name} = {{v:String}}", "CSV", params={"v": value})
                     self._applied[name] = value
+            if data is not None:
+                with self._conn.send_insert(sql, fmt) as ins:
+                    ins.append(data)
+                    ins.finish()
+                return b""
             res = self._conn.query(sql, fmt, params=params or None)
             return res.bytes() or b""
 
