@@ -207,7 +207,9 @@ def rollup_figures(text: str, interval_s: float) -> dict[str, Any]:
     within = max((n for le, n in buckets.items() if le <= interval_s), default=0.0)
     failed = _labelled(text, "streamproc_rollup_runs_total", 'outcome="failed"')
     longest = min((le for le, n in buckets.items() if n >= (runs or 0)), default=None)
+    seconds = _metric(text, "streamproc_rollup_duration_seconds_sum")
     return {"interval_s": interval_s, "runs": int(runs or 0), "failed": int(failed or 0),
+            "seconds": None if seconds is None else round(seconds, 2),
             "runs_over_interval_at_most": int((runs or 0) - within),
             "longest_run_at_most_s": None if not runs or longest is None or longest == float("inf") else longest}
 

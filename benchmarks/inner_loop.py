@@ -38,7 +38,7 @@ from typing import Any, Sequence
 from aiokafka.partitioner import murmur2
 
 from benchmarks.baselines import aggregator
-from benchmarks.corpus import corpus_log, load
+from benchmarks.corpus import corpus_log, load, spread
 from streamproc.core.batch import apply_batch_reference
 from streamproc.core.state import PartitionState
 from streamproc.logs.logfile import LogRecord
@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--streamers", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--spread", type=int, help="deal the events out to this many streamers (benchmarks.corpus.spread), "
+                                              "as the streamers section of make bench does")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--batch", type=int, default=1_000, help="records per fetched batch of one partition")
     p.add_argument("--flush-every", type=int, default=100_000, help="events between snapshots")
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=30)
     a = p.parse_args(argv)
     records = load(corpus_log(a.events, a.streamers, a.seed))
+    if a.spread:
+        records = spread(records, a.spread)
     packs = [int(x) for x in a.packs.split(",")]
     if a.profile:
         for pack in packs:
