@@ -82,11 +82,15 @@ class Snapshot:
     topic: str
     partition: int
     offset: int
-    keys: Sequence[WindowKey]  # the windows changed since the last flush: one tallies_10s row each
-    slots: list[tuple[int, ...]]  # slots[EVENTS][i] is keys[i]'s events (every accumulator slot, in slot order)
+    slots: list[tuple[int, ...]]  # slots[EVENTS][i]: the events of the i-th window changed (every slot, in order)
     viewers: dict[WindowKey, dict[str, None]]  # each window's viewers new since the last flush, handed over
     orders: list[tuple]
     viewer_ids: int = 0  # how many ids ``viewers`` holds
+
+    @property
+    def keys(self) -> Sequence[WindowKey]:
+        """The windows changed since the last flush: one tallies_10s row each."""
+        return self.slots[KEY]
 
     @property
     def rows(self) -> int:
@@ -288,8 +292,8 @@ class PartitionState:
             return None
         gen = self.generation
         slots = list(zip(*self.dirty)) if self.dirty else [()] * ACC_SLOTS
-        snap = Snapshot(self.topic, self.partition, self.offset, slots[KEY], slots, self.viewer_sets,
-                        self.pending_orders, self.new_viewers)
+        snap = Snapshot(self.topic, self.partition, self.offset, slots, self.viewer_sets, self.pending_orders,
+                        self.new_viewers)
         self.dirty, self.pending_orders = [], []
         self.viewer_sets, self.new_viewers = {}, 0
         self.generation = gen + 1  # every window is clean at once
