@@ -76,8 +76,7 @@ class ChdbHttpServer:
             try:
                 form = await request.post()
             except (UnicodeDecodeError, ValueError) as exc:
-                return web.Response(status=400, text=f"Code: 27. DB::Exception: cannot read the form: {exc}\n",
-                                    headers={"X-ClickHouse-Exception-Code": "27"})
+                return _refused(27, f"cannot read the form: {exc}")
             q.extend((k, v) for k, v in form.items() if isinstance(v, str))
             body = b""
         else:
@@ -86,26 +85,24 @@ class ChdbHttpServer:
         try:
             body = _decompress(body, encoding)
         except Exception as exc:  # a body we cannot read is the client's error, not ours
-            return web.Response(status=400, text=f"Code: 354. DB::Exception: cannot decompress {encoding}: {exc}\n")
+            return _refused(354, f"cannot decompress {encoding}: {exc}")
         sql = q.get("query")
         params = {k[6:]: v for k, v in q.items() if k.startswith("param_")}
         # An INSERT with FORMAT takes its data from the body, in any format (binary ones too): the
         # statement in the URL and the data alone in the body, or the statement as the body's first line
-        data, insert = None, None
+        insert, data = None, body
         if sql and body and not params:
-            insert, data = _INSERT_FORMAT_RE.match(sql), body
+            insert = _INSERT_FORMAT_RE.match(sql)
         elif not sql and body:
-            head, newline, rest = body.partition(b"\n")
-            insert, data = _INSERT_FORMAT_RE.match(head.decode(errors="replace")) if newline else None, rest
+            head, newline, data = body.partition(b"\n")
+            insert = _INSERT_FORMAT_RE.match(head.decode(errors="replace")) if newline else None
         if insert:
             sql = insert.group(1)
         else:
-            data = None
             try:
                 sql = (sql + "\n" + body.decode() if body else sql) if sql else body.decode()
             except UnicodeDecodeError as exc:
-                return web.Response(status=400, text=f"Code: 27. DB::Exception: the query is not UTF-8: {exc}\n",
-                                    headers={"X-ClickHouse-Exception-Code": "27"})
+                return _refused(27, f"the query is not UTF-8: {exc}")
         settings = {k: v for k, v in q.items() if k not in _TRANSPORT and not k.startswith("param_")}
         database = q.get("database") or request.headers.get("X-ClickHouse-Database") or "default"
         fmt = q.get("default_format") or request.headers.get("X-ClickHouse-Format") or "TabSeparated"
@@ -117,7 +114,7 @@ class ChdbHttpServer:
         import asyncio
 
         try:
-            out = await asyncio.to_thread(self._run, sql, params, settings, database, fmt, data)
+            out = await asyncio.to_thread(self._run, sql, params, settings, database, fmt, data if insert else None)
         except Exception as exc:
             text = str(exc)
             code = _CODE_RE.search(text)
@@ -158,6 +155,12 @@ class ChdbHttpServer:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _refused(code: int, text: str) -> web.Response:
+    """A request the client got wrong: 400, in a ClickHouse server's words."""
+    return web.Response(status=400, text=f"Code: {code}. DB::Exception: {text}\n",
+                        headers={"X-ClickHouse-Exception-Code": str(code)})
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
