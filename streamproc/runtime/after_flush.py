@@ -14,6 +14,13 @@ computed (``web/read_gate.py``), so the longest run of writes they may sit behin
 p99. The rollup and the change evaluation back to back in one gap made that run about a second longer
 and the boards' p99 about four times worse (docs/SCALING.md); with 1 s flushes and both passes every
 2 s, they take alternate gaps.
+
+A pass also waits out its share (``store_pass_share``): one that took ``d`` seconds is not due again
+until ``d * (1 - share) / share`` after it ended, whatever its interval says. A live feed's passes take
+a fraction of their interval and never meet this bound; a backlog's do (at 100k streamers a rollup
+pass of 1-2.5 s every 2 s ran beside most flushes of a drain and made them about twice as long), and
+each later pass rolls what the skipped ones would have, so the boards, which read the minutes not yet
+rolled from the 10 s rows, stay exact (docs/SCALING.md, "The store's share of a drain").
 """
 
 from __future__ import annotations
@@ -41,11 +48,15 @@ class Pass:
 class AfterFlush:
     """Starts a due pass in the gap after each flush; ``slack_s`` is half the flush interval, so a pass
     due just after a gap runs in it rather than a whole flush later (a 2 s pass, 1 s flushes: every
-    second gap, not every third)."""
+    second gap, not every third); ``share`` in (0, 1]: the most of the time the passes may take."""
 
-    def __init__(self, passes: list[Pass], slack_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, passes: list[Pass], slack_s: float, share: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"a share of the time is in (0, 1], not {share}")
         self.passes = passes
         self.slack_s = slack_s
+        self.rest = (1 - share) / share  # seconds of rest after each second a pass ran
         self.clock = clock
         self.task: asyncio.Task | None = None
 
@@ -60,12 +71,15 @@ class AfterFlush:
             p.due = now + p.interval_s
             self.task = asyncio.ensure_future(self._run(p))
 
-    @staticmethod
-    async def _run(p: Pass) -> None:
+    async def _run(self, p: Pass) -> None:
+        started = self.clock()
         try:
             await p.run()
         except Exception:  # a pass's own handling missed it: it is tried again when next due
             log.exception("%s pass failed", p.name)
+        finally:
+            ended = self.clock()
+            p.due = max(p.due, ended + (ended - started) * self.rest)
 
     async def stop(self) -> None:
         """Cancel a pass in progress (a statement already in the store runs to its end)."""

@@ -151,7 +151,7 @@ class Worker:
             passes.append(Pass("rollup", s.rollup_interval_s, lambda: rollup.tick(self.sink)))
         if s.leaderboard_boards and s.leaderboard_changes_interval_s > 0:
             passes.append(Pass("changes", s.leaderboard_changes_interval_s, changes.watcher(app, self)))
-        self.after_flush = AfterFlush(passes, slack_s=s.flush_interval_s / 2)
+        self.after_flush = AfterFlush(passes, slack_s=s.flush_interval_s / 2, share=s.store_pass_share)
         return app
 
     def _add_agent(self, app: faust.App, name: str) -> None:

@@ -102,3 +102,38 @@ def test_stop_cancels_a_pass_in_progress() -> None:
 
     cancelled, ran = asyncio.run(main())
     assert cancelled and ran == ["rollup"]
+
+
+def test_a_slow_pass_waits_out_its_share_of_the_time_and_a_quick_one_keeps_its_interval() -> None:
+    # share 0.25: a pass that took 1.5 s rests 4.5 s after it ended, though its 2 s interval has passed
+    async def main() -> list[tuple[float, float]]:
+        clock, ran = Clock(0.0), []
+        took = iter([1.5, 0.1, 0.1])
+
+        async def run() -> None:
+            start = clock.now
+            clock.now += next(took)
+            ran.append((start, clock.now))
+
+        af = AfterFlush([Pass("rollup", 2.0, run)], slack_s=0.5, share=0.25, clock=clock)
+        while clock.now < 12:
+            af.gap()
+            await _settle(af)
+            clock.now += 1.0
+        return ran
+
+    ran = asyncio.run(main())
+    assert ran[0] == (0.0, 1.5)
+    assert ran[1][0] >= 1.5 + 4.5 - 0.5  # at the first gap from 4.5 s after the end (half a flush of slack)
+    assert ran[1][0] < 1.5 + 4.5 + 1.0  # and not a whole flush later
+    assert ran[2][0] - ran[1][0] < 2.0 + 1.0  # 0.1 s: its 0.3 s of rest is within the interval, which decides
+
+
+def test_a_share_outside_zero_to_one_is_refused() -> None:
+    for share in (0.0, -0.5, 1.5):
+        try:
+            AfterFlush([], slack_s=0.5, share=share)
+        except ValueError as exc:
+            assert "(0, 1]" in str(exc)
+        else:
+            raise AssertionError(f"share {share} was taken")
