@@ -389,10 +389,13 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
             while (elapsed := time.monotonic() - began) < seconds:
                 samples.append((elapsed, rss_bytes(worker.proc.pid), rss_bytes(server.proc.pid)))
                 if elapsed >= 60 * len(minutes):
+                    st = _status(worker)
                     minutes.append({"worker_rss_mb": round(samples[-1][1] / 2**20),
                                     "broker_rss_mb": round(rss_bytes(broker_pid) / 2**20),
                                     "sent": fed.result.count,
-                                    "consumed": (_status(worker).get("counts") or {}).get("consumed"),
+                                    "consumed": (st.get("counts") or {}).get("consumed"),
+                                    # what the worker's memory holds: bounded state fills, a leak climbs
+                                    **_held(st),
                                     # who had the two cores: the feed runs in this process
                                     "cpu_s": {k: round(v, 1) for k, v in (
                                         ("worker", cpu_seconds(worker.proc.pid)),
@@ -414,14 +417,12 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
     server_mb = [r / 2**20 for _, _, r in kept]
     t_min = [t / 60 for t, _, _ in kept]
     median = sorted(worker_mb)[len(worker_mb) // 2] if worker_mb else None
-    parts = (status.get("partitions") or {}).values()
     consumed = (status.get("counts") or {}).get("consumed")
     return {"seconds": round(ran_s, 1), "seconds_planned": round(seconds, 1), "stopped_early": stopped_early,
             "rate": round(rate), "feed_compression": settings.produce_compression, "events_sent": sent,
             "events_consumed": consumed,
             "events_behind_at_end": sent - consumed if consumed is not None else None,
-            "buffered_rows": status.get("buffered_rows"), "order_ids": sum(p.get("order_ids", 0) for p in parts),
-            "open_windows": sum(p.get("open_windows", 0) for p in parts),
+            **_held(status),
             "samples": len(samples), "warmup_samples_left_out": len(samples) - len(kept),
             "worker_rss_mb": {"first": round(samples[0][1] / 2**20, 1) if samples else None,
                               "median": round(median, 1) if median else None,
@@ -430,6 +431,15 @@ def soak(base: Settings, records: list[LogRecord], rate: float, seconds: float, 
             "each_minute": minutes,
             "sink_server_rss_mb_last": round(samples[-1][2] / 2**20, 1) if samples else None,
             "sink_server_slope_mb_per_min": _slope(t_min, server_mb)}
+
+
+def _held(status: dict[str, Any]) -> dict[str, Any]:
+    """What a worker's /status says its memory holds: the rows waiting for the sink, and the state, each
+    part bounded by a setting (open windows by the watermarks and the idle close, closed windows kept by
+    ``closed_windows_kept`` per partition, order ids by the dedupe horizon)."""
+    parts = (status.get("partitions") or {}).values()
+    return {"buffered_rows": status.get("buffered_rows"),
+            **{k: sum(p.get(k, 0) for p in parts) for k in ("open_windows", "closed_windows_kept", "order_ids")}}
 
 
 def _patient_status(w: WorkerProcess, tries: int = 10) -> dict[str, Any]:

@@ -324,7 +324,8 @@ def soaked(a: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
     log(f"soak {r['seconds']}s at {r['rate']:,}/s: worker RSS {r['worker_rss_mb']} MB, slope "
         f"{r['worker_slope_mb_per_min']} MB/min; at the end {r['events_consumed']} of {r['events_sent']:,} events "
         f"consumed, {r['buffered_rows']} rows waiting for the sink, {r['order_ids']:,} order ids, "
-        f"{r['open_windows']:,} open windows" + (f"; stopped early {r['stopped_early']}" if r["stopped_early"] else ""))
+        f"{r['open_windows']:,} open windows, {r['closed_windows_kept']:,} closed and kept"
+        + (f"; stopped early {r['stopped_early']}" if r["stopped_early"] else ""))
 
 
 def boards(a: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
@@ -553,7 +554,9 @@ def table(r: dict[str, Any]) -> str:
                      + (f"; stopped early {so['stopped_early']}" if so.get("stopped_early") else ""))
         for m, e in enumerate(so.get("each_minute", [])):
             lines.append(f"  minute {m}: worker {e['worker_rss_mb']} MB, broker {e['broker_rss_mb']:,} MB, "
-                         f"{e['sent']:,} sent, {e['consumed']} consumed, CPU s so far {e.get('cpu_s')}")
+                         f"{e['sent']:,} sent, {e['consumed']} consumed, {e.get('open_windows')} open windows, "
+                         f"{e.get('closed_windows_kept')} closed kept, {e.get('order_ids')} order ids, "
+                         f"CPU s so far {e.get('cpu_s')}")
     for s in r.get("scaleout", []):
         lines.append(f"{s['workers']} worker(s): {s['events_per_s']:>8,} events/s aggregate, "
                      f"{s['workers_cpu_s_per_million']} CPU s/1M in the workers (+ {s['sink_server_cpu_s_per_million']} "
