@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from support.helpers import Clock
 
 from streamproc.runtime.after_flush import AfterFlush, Pass
@@ -129,11 +130,7 @@ def test_a_slow_pass_waits_out_its_share_of_the_time_and_a_quick_one_keeps_its_i
     assert ran[2][0] - ran[1][0] < 2.0 + 1.0  # 0.1 s: its 0.3 s of rest is within the interval, which decides
 
 
-def test_a_share_outside_zero_to_one_is_refused() -> None:
-    for share in (0.0, -0.5, 1.5):
-        try:
-            AfterFlush([], slack_s=0.5, share=share)
-        except ValueError as exc:
-            assert "(0, 1]" in str(exc)
-        else:
-            raise AssertionError(f"share {share} was taken")
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5])
+def test_a_share_outside_zero_to_one_is_refused(share: float) -> None:
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        AfterFlush([], slack_s=0.5, share=share)
